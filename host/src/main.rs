@@ -1,0 +1,5 @@
+//! The `aiclient` executable: parses the command line and hands over to the library.
+
+fn main() -> std::process::ExitCode {
+    aiclient::cli::main()
+}

@@ -1,0 +1,101 @@
+//! The HTTP server: the axum application and its lifecycle. `run` takes a bound listener and a
+//! shutdown future, so tests bind port 0 and stop it cleanly.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json};
+use axum::routing::get;
+use axum::Router;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::storage::Storage;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub storage: Storage,
+    pub instance_id: Arc<str>,
+    pub started: Instant,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/api/health", get(health))
+        .with_state(state)
+}
+
+/// `GET /health`: 200 while the gateway can serve; 503 when its storage backend cannot answer.
+/// Either way the body says which backend and what it reports (never a password).
+async fn health(State(s): State<AppState>) -> impl IntoResponse {
+    let now = aiclient_sdk::account::now_ms();
+    let uptime = s.started.elapsed().as_secs();
+    match s.storage.status().await {
+        Ok(status) => (
+            StatusCode::OK,
+            Json(json!({
+                "status": "ok",
+                "timestamp": now,
+                "uptimeSeconds": uptime,
+                "instanceId": &*s.instance_id,
+                "storage": status,
+            })),
+        ),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({
+                "status": "unavailable",
+                "timestamp": now,
+                "uptimeSeconds": uptime,
+                "instanceId": &*s.instance_id,
+                "storage": { "backend": s.storage.name(), "error": e.to_string() },
+            })),
+        ),
+    }
+}
+
+/// Serves until `shutdown` completes, then stops accepting, lets in-flight requests finish and
+/// flushes the storage backend.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let storage = state.storage.clone();
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await?;
+    tracing::info!("server stopped; flushing storage");
+    if let Err(e) = storage.flush().await {
+        tracing::error!(error = %e, "storage flush at shutdown failed");
+    }
+    Ok(())
+}
+
+/// Completes on ctrl-c or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("ctrl-c received, shutting down"),
+        _ = term => tracing::info!("SIGTERM received, shutting down"),
+    }
+}
