@@ -1,0 +1,132 @@
+//! Runs the real `aiclient` binary: [`Gateway::start`] spawns it with `--port 0`, waits for the
+//! "listening on" line, and kills the process when dropped. [`http`] is a minimal HTTP/1.1
+//! client over a real loopback socket.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub struct Gateway {
+    pub child: Child,
+    pub addr: SocketAddr,
+    /// Everything the process wrote to stderr so far is forwarded here, line by line.
+    pub stderr: mpsc::Receiver<String>,
+}
+
+/// The `aiclient` command with the test plugin dir and a clean logging environment.
+pub fn command(args: &[&str]) -> Command {
+    let a = crate::artifacts::get();
+    let mut cmd = Command::new(a.bin("aiclient"));
+    cmd.args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("AICLIENT_CONFIG")
+        .env_remove("REDIS_URL")
+        .env_remove("REDIS_ENABLED")
+        .env("AICLIENT_PLUGIN_DIR", a.plugin_dir())
+        .env("NO_COLOR", "1");
+    cmd
+}
+
+impl Gateway {
+    /// Starts `aiclient serve --port 0 <args>` in `cwd` and waits (up to 30 s) until it listens.
+    pub fn start(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Gateway {
+        let mut full = vec!["serve", "--host", "127.0.0.1", "--port", "0"];
+        full.extend_from_slice(args);
+        let mut cmd = command(&full);
+        cmd.current_dir(cwd).stdout(Stdio::piped()).stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn aiclient");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (err_tx, err_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = err_tx.send(line);
+            }
+        });
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or_default().to_string();
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(a) => a.parse().expect("listen address parses"),
+            Err(_) => {
+                let _ = child.kill();
+                let log: Vec<String> = err_rx.try_iter().collect();
+                panic!("aiclient did not start listening; stderr:\n{}", log.join("\n"));
+            }
+        };
+        Gateway { child, addr, stderr: err_rx }
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http(self.addr, "GET", path, &[], "")
+    }
+
+    /// Sends SIGTERM and waits (up to 15 s) for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
+        for _ in 0..150 {
+            if let Some(st) = self.child.try_wait().expect("wait") {
+                return st;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("aiclient did not exit within 15 s of SIGTERM");
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 request over a fresh loopback connection; returns status and body.
+pub fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect to gateway");
+    s.set_read_timeout(Some(Duration::from_secs(30))).expect("set timeout");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).expect("send request");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read response");
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("status line");
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (status, body)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
