@@ -45,10 +45,11 @@ impl Artifacts {
 /// Builds (once per process) and returns the artifacts.
 pub fn get() -> &'static Artifacts {
     static A: OnceLock<Artifacts> = OnceLock::new();
-    A.get_or_init(build)
+    A.get_or_init(|| build(PACKAGES))
 }
 
-fn build() -> Artifacts {
+/// Builds just `packages` (in the profile of the calling binary: release for benchmarks).
+pub fn build(packages: &[&str]) -> Artifacts {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
     let mut cmd = Command::new(cargo);
@@ -56,7 +57,7 @@ fn build() -> Artifacts {
     if !cfg!(debug_assertions) {
         cmd.arg("--release");
     }
-    for p in PACKAGES {
+    for p in packages {
         cmd.args(["-p", p]);
     }
     let out = cmd.stderr(Stdio::inherit()).output().expect("cannot run cargo build");

@@ -394,6 +394,11 @@ pub async fn tokens_and_cas(s: &Storage) {
     assert!(cas.swapped);
     assert!(!s.cas_token(k.0, k.1, "kr1", r#"{"refreshToken":"x"}"#).await.expect("cas").swapped);
 
+    let e = s.set_token(t, "no-such-account", r#"{"refresh_token":"x"}"#).await.expect_err("orphan token");
+    assert_eq!(e.code, ErrorCode::NOT_FOUND, "a token belongs to an account: {e}");
+    let e = s.cas_token(t, "no-such-account", "", r#"{"refresh_token":"x"}"#).await.expect_err("orphan cas");
+    assert_eq!(e.code, ErrorCode::NOT_FOUND, "{e}");
+
     assert!(s.delete_token(t, u).await.expect("delete token"));
     assert_eq!(s.get_token(t, u).await.expect("get"), None);
     assert!(s.get_account(t, u).await.expect("get").is_some(), "deleting a token keeps the account");

@@ -225,7 +225,13 @@ impl StorageBackend for MemoryBackend {
 
     async fn set_token(&self, t: &str, u: &str, json: String) -> Result<(), PluginError> {
         object("token", &json)?;
-        self.lock().tokens.insert(key(t, u), json);
+        {
+            let mut s = self.lock();
+            if !s.pools.get(t).is_some_and(|p| p.contains_key(u)) {
+                return Err(not_found(t, u));
+            }
+            s.tokens.insert(key(t, u), json);
+        }
         self.publish_account(ChangeKind::TOKEN, t, u);
         Ok(())
     }
@@ -234,6 +240,9 @@ impl StorageBackend for MemoryBackend {
         object("token", &json)?;
         let result = {
             let mut s = self.lock();
+            if !s.pools.get(t).is_some_and(|p| p.contains_key(u)) {
+                return Err(not_found(t, u));
+            }
             let k = key(t, u);
             let current = s.tokens.get(&k);
             let current_rt = current.and_then(|c| refresh_token_of(c)).unwrap_or_default();

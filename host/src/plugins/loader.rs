@@ -235,15 +235,21 @@ pub fn summarize_abi_error(report: &str) -> String {
         if l.is_empty() || l.starts_with("Error:") {
             break;
         }
-        block.push(l.to_string());
+        // abi_stable puts a label and its value on separate lines ("Expected:" / "u64").
+        match block.last_mut() {
+            Some(prev) if prev.ends_with(':') => {
+                prev.push(' ');
+                prev.push_str(l);
+            }
+            _ => block.push(l.to_string()),
+        }
     }
-    let mut path: Vec<&str> = lines[..last_err]
-        .iter()
-        .filter_map(|l| l.strip_prefix("field_name:"))
-        .map(str::trim)
-        .filter(|f| !f.is_empty())
-        .collect();
-    path.dedup();
+    let mut path: Vec<&str> = Vec::new();
+    for f in lines[..last_err].iter().filter_map(|l| l.strip_prefix("field_name:")).map(str::trim) {
+        if !f.is_empty() && !f.chars().all(|c| c.is_ascii_digit()) && !path.contains(&f) {
+            path.push(f);
+        }
+    }
     let mut out = block.join(" / ");
     if !path.is_empty() {
         out = format!("{out} (at {})", path.join(" → "));
@@ -258,7 +264,8 @@ mod tests {
     #[test]
     fn abi_report_is_summarized_to_its_last_error() {
         let report = "lots of layout\nfield_name: create\n  field_name: vtable\nfield_name:incr\n\
-                      Error:mismatched type\nExpected: u64\nFound: i64\n\nmore noise";
+                      field_name: 0\nfield_name: vtable\n\
+                      Error:mismatched type\nExpected:\nu64\nFound: i64\n\nmore noise";
         assert_eq!(
             summarize_abi_error(report),
             "mismatched type / Expected: u64 / Found: i64 (at create → vtable → incr)"

@@ -20,10 +20,12 @@ impl LogSink for HostSink {
     fn log(&self, r: &LogRecord<'_>) {
         let (plugin, target) = (self.plugin.as_str(), r.target.as_str());
         let (fields, spans, msg) = (r.fields.as_str(), r.spans.as_str(), r.message.as_str());
+        let location = if r.file.is_empty() { String::new() } else { format!("{}:{}", r.file, r.line) };
+        let location = location.as_str();
         macro_rules! emit {
             ($lvl:expr) => {
                 tracing::event!(target: "plugin", $lvl, plugin, plugin.target = target,
-                    plugin.spans = spans, plugin.fields = fields, "{msg}")
+                    plugin.spans = spans, plugin.fields = fields, plugin.location = location, "{msg}")
             };
         }
         match r.level {

@@ -18,7 +18,8 @@
 //! - **State**: changed only by [`StateUpdate`], applied atomically as [`StateUpdate::apply`]
 //!   documents. Counters are never read-modify-written by the caller.
 //! - **Tokens**: the credential JSON per account, in the provider's original shape. Tokens never
-//!   expire in storage. `cas_token` stores the new token only if the stored token's refresh
+//!   expire in storage. A token belongs to an account: `set_token`/`cas_token` on a missing
+//!   account return `NOT_FOUND`. `cas_token` stores the new token only if the stored token's refresh
 //!   token (field `refresh_token` or `refreshToken`, see [`crate::account::refresh_token_of`])
 //!   equals `expected_refresh`; otherwise it returns the current token, so a stale refresher
 //!   cannot overwrite a newer one. An absent token matches an empty `expected_refresh`.
