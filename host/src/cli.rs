@@ -5,13 +5,14 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
 use crate::config::{Config, Overrides};
 use crate::plugins::{self, Kind, loader};
+use crate::gateway::Gateway;
+use crate::gateway::providers::{ProviderPlugin, ProviderRegistry};
 use crate::server::{self, AppState};
 use crate::storage::Storage;
 
@@ -70,8 +71,12 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub storage: StorageArgs,
     /// Provider plugin to load (name or path); repeatable; replaces the configured list
+    /// [default: every provider plugin in the plugin dir]
     #[arg(long = "provider", value_name = "PLUGIN")]
     pub providers: Vec<String>,
+    /// Client API key, overriding REQUIRED_API_KEY in the service config
+    #[arg(long, env = "AICLIENT_API_KEY", hide_env_values = true, value_name = "KEY")]
+    pub api_key: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -109,6 +114,7 @@ pub fn main() -> ExitCode {
             host: a.host.clone(),
             port: a.port,
             providers: a.providers.clone(),
+            api_key: a.api_key.clone(),
             ..a.storage.overrides()
         },
         Command::Plugins(PluginsCommand::List(a)) => a.storage.overrides(),
@@ -170,6 +176,44 @@ async fn open_backend(config: &Config, instance: &str) -> Result<(loader::Loaded
         .map_err(|e| e.to_string())
 }
 
+/// The provider plugin files to load: the configured list, or every provider plugin found.
+fn provider_paths(config: &Config) -> Result<Vec<std::path::PathBuf>, String> {
+    let dir = &config.plugin_dir;
+    match &config.file.plugins.providers {
+        Some(list) => list.iter().map(|p| loader::resolve(dir, p, Kind::Provider).map_err(|e| e.to_string())).collect(),
+        None => Ok(loader::scan(dir)
+            .map_err(|e| format!("cannot read plugin dir {}: {e}", dir.display()))?
+            .into_iter()
+            .filter(|p| matches!(loader::open(p), Ok((_, i)) if i.kind == Kind::Provider))
+            .collect()),
+    }
+}
+
+/// Loads and starts the provider plugins; every failure is reported, then startup stops.
+async fn start_providers(config: &Config, instance: &str) -> Result<ProviderRegistry, String> {
+    let mut registry = ProviderRegistry::default();
+    let mut errors = Vec::new();
+    for path in provider_paths(config)? {
+        let lib = match loader::load_provider(&path) {
+            Ok(l) => l,
+            Err(e) => {
+                errors.push(e.to_string());
+                continue;
+            }
+        };
+        let cfg = json!({ "instance_id": instance });
+        let name = lib.info.name.to_string();
+        match (lib.module.create())(cfg.to_string().into()).await.into_result() {
+            Ok(obj) => match ProviderPlugin::new(&name, obj).and_then(|p| registry.add(p)) {
+                Ok(()) => tracing::info!(plugin = %name, path = %path.display(), sdk = %lib.inspected.sdk_version, "provider plugin loaded"),
+                Err(e) => errors.push(e),
+            },
+            Err(e) => errors.push(format!("provider plugin {name} failed to start: {e}")),
+        }
+    }
+    if errors.is_empty() { Ok(registry) } else { Err(errors.join("\nerror: ")) }
+}
+
 async fn serve(config: Config) -> Result<(), String> {
     let instance = instance_id(&config);
     let (lib, storage) = open_backend(&config, &instance).await?;
@@ -179,29 +223,28 @@ async fn serve(config: Config) -> Result<(), String> {
         sdk = %lib.inspected.sdk_version,
         "storage backend loaded"
     );
-    let mut errors = Vec::new();
-    for p in &config.file.plugins.providers {
-        match loader::resolve(&config.plugin_dir, p, Kind::Provider)
-            .and_then(|path| loader::load_provider(&path))
-        {
-            Ok(l) => tracing::info!(plugin = %l.info.name, path = %l.inspected.path.display(), "provider plugin loaded"),
-            Err(e) => errors.push(e.to_string()),
-        }
+    let providers = start_providers(&config, &instance).await?;
+    let srv = &config.file.server;
+    let gateway = Gateway::new(
+        storage.clone(),
+        providers,
+        &instance,
+        srv.api_key.as_ref().map(|k| k.0.clone()),
+        srv.allow_no_api_key,
+    )
+    .await
+    .map_err(|e| format!("cannot load state from the {} backend: {e}", storage.name()))?;
+    if gateway.required_key().is_none() && !srv.allow_no_api_key {
+        tracing::warn!("no client API key configured (REQUIRED_API_KEY / --api-key): the client APIs refuse every request");
     }
-    if !errors.is_empty() {
-        return Err(errors.join("\nerror: "));
-    }
-    let addr = format!("{}:{}", config.file.server.host, config.file.server.port);
+    gateway.spawn_background();
+    let addr = format!("{}:{}", srv.host, srv.port);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     println!("aiclient listening on http://{local} (storage: {})", storage.name());
-    let state = AppState {
-        storage,
-        instance_id: Arc::from(instance.as_str()),
-        started: std::time::Instant::now(),
-    };
+    let state = AppState { gateway, started: std::time::Instant::now() };
     server::run(listener, state, server::shutdown_signal()).await.map_err(|e| e.to_string())
 }
 
@@ -220,7 +263,7 @@ async fn list(config: Config, format: Format) -> Result<(), String> {
     let mut paths = loader::scan(dir).map_err(|e| format!("cannot read plugin dir {}: {e}", dir.display()))?;
     let configured_backend = loader::resolve(dir, &config.file.storage.backend, Kind::Storage).ok();
     for p in configured_backend.iter().cloned().chain(
-        config.file.plugins.providers.iter().filter_map(|p| loader::resolve(dir, p, Kind::Provider).ok()),
+        config.file.plugins.providers.iter().flatten().filter_map(|p| loader::resolve(dir, p, Kind::Provider).ok()),
     ) {
         if !paths.contains(&p) {
             paths.push(p);
@@ -256,8 +299,11 @@ async fn list(config: Config, format: Format) -> Result<(), String> {
                                 Some(s) if s.enabled => "enabled".into(),
                                 Some(_) => "disabled".into(),
                                 None if backend_err.is_some() => "unknown".into(),
-                                None if config.file.plugins.providers.iter().any(|p| p == &name || loader::resolve(dir, p, Kind::Provider).ok().as_ref() == Some(&path)) => "enabled".into(),
-                                None => "not configured".into(),
+                                None => match &config.file.plugins.providers {
+                                    None => "enabled".into(),
+                                    Some(list) if list.iter().any(|p| p == &name || loader::resolve(dir, p, Kind::Provider).ok().as_ref() == Some(&path)) => "enabled".into(),
+                                    Some(_) => "not configured".into(),
+                                },
                             },
                         };
                         Row { name, kind: insp.kind.as_str().into(), sdk: insp.sdk_version, enabled, path: shown, error: None }

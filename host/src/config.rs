@@ -54,11 +54,23 @@ pub struct ServerSection {
     pub port: u16,
     /// Unique id of this gateway instance in change events (random when empty).
     pub instance_id: String,
+    /// Client API key overriding the service config's `REQUIRED_API_KEY` (like the original's
+    /// `--api-key`). Usually left unset so the key lives in the backend.
+    pub api_key: Option<Secret>,
+    /// Serve the client APIs when no key is configured at all. Off: a gateway without a key
+    /// refuses service rather than serving everyone.
+    pub allow_no_api_key: bool,
 }
 
 impl Default for ServerSection {
     fn default() -> Self {
-        Self { host: "127.0.0.1".into(), port: 3000, instance_id: String::new() }
+        Self {
+            host: "127.0.0.1".into(),
+            port: 3000,
+            instance_id: String::new(),
+            api_key: None,
+            allow_no_api_key: false,
+        }
     }
 }
 
@@ -133,13 +145,14 @@ impl Default for RedisSection {
 pub struct PluginsSection {
     /// Where plugin libraries are looked for by name. Default: the executable's directory.
     pub dir: Option<PathBuf>,
-    /// Provider plugins to load: names (resolved in `dir`) or paths.
-    pub providers: Vec<String>,
+    /// Provider plugins to load: names (resolved in `dir`) or paths. Unset: every provider
+    /// plugin found in `dir`.
+    pub providers: Option<Vec<String>>,
 }
 
 impl Default for PluginsSection {
     fn default() -> Self {
-        Self { dir: None, providers: Vec::new() }
+        Self { dir: None, providers: None }
     }
 }
 
@@ -166,6 +179,7 @@ pub struct Overrides {
     pub redis_url: Option<String>,
     pub plugin_dir: Option<PathBuf>,
     pub providers: Vec<String>,
+    pub api_key: Option<String>,
 }
 
 /// The validated configuration the host runs with.
@@ -326,7 +340,17 @@ fn apply_env(f: &mut FileConfig, env: &dyn Fn(&str) -> Option<String>) -> Result
     }
     if let Some(v) = env("AICLIENT_PROVIDERS") {
         f.plugins.providers =
-            v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
+            Some(v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect());
+    }
+    if let Some(v) = env("AICLIENT_API_KEY").filter(|v| !v.is_empty()) {
+        f.server.api_key = Some(Secret(v));
+    }
+    if let Some(v) = env("AICLIENT_ALLOW_NO_API_KEY") {
+        f.server.allow_no_api_key = truthy(&v).ok_or_else(|| ConfigError::Env {
+            name: "AICLIENT_ALLOW_NO_API_KEY",
+            value: v.clone(),
+            message: "expected true/false/1/0".into(),
+        })?;
     }
     if let Some(v) = env("AICLIENT_LOG") {
         f.log.level = v;
@@ -357,7 +381,10 @@ fn apply_flags(f: &mut FileConfig, o: &Overrides) {
         f.plugins.dir = Some(v.clone());
     }
     if !o.providers.is_empty() {
-        f.plugins.providers = o.providers.clone();
+        f.plugins.providers = Some(o.providers.clone());
+    }
+    if let Some(k) = &o.api_key {
+        f.server.api_key = Some(Secret(k.clone()));
     }
 }
 

@@ -9,12 +9,15 @@
 //! - [`plugins`]: finding, checking and loading plugin libraries, and the host end of the log
 //!   bridge;
 //! - [`storage`]: the host-side handle on the active storage backend;
+//! - [`gateway`]: routing, account pools and provider calls; [`api`]: the client endpoints;
 //! - [`server`]: the axum application and its graceful shutdown.
 
 #![allow(non_local_definitions)]
 
+pub mod api;
 pub mod cli;
 pub mod config;
+pub mod gateway;
 pub mod plugins;
 pub mod server;
 pub mod storage;

@@ -5,21 +5,20 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json};
 use axum::routing::get;
-use axum::Router;
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::storage::Storage;
+use crate::gateway::Gateway;
 
-/// What every handler can reach.
+/// What the server-level handlers can reach.
 #[derive(Clone)]
 pub struct AppState {
-    pub storage: Storage,
-    pub instance_id: Arc<str>,
+    pub gateway: Arc<Gateway>,
     pub started: Instant,
 }
 
@@ -27,7 +26,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/api/health", get(health))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(crate::api::router(state.gateway))
 }
 
 /// `GET /health`: 200 while the gateway can serve; 503 when its storage backend cannot answer.
@@ -35,14 +35,15 @@ pub fn router(state: AppState) -> Router {
 async fn health(State(s): State<AppState>) -> impl IntoResponse {
     let now = aiclient_sdk::account::now_ms();
     let uptime = s.started.elapsed().as_secs();
-    match s.storage.status().await {
+    let gw = &s.gateway;
+    match gw.storage.status().await {
         Ok(status) => (
             StatusCode::OK,
             Json(json!({
                 "status": "ok",
                 "timestamp": now,
                 "uptimeSeconds": uptime,
-                "instanceId": &*s.instance_id,
+                "instanceId": &*gw.instance_id,
                 "storage": status,
             })),
         ),
@@ -52,24 +53,27 @@ async fn health(State(s): State<AppState>) -> impl IntoResponse {
                 "status": "unavailable",
                 "timestamp": now,
                 "uptimeSeconds": uptime,
-                "instanceId": &*s.instance_id,
-                "storage": { "backend": s.storage.name(), "error": e.to_string() },
+                "instanceId": &*gw.instance_id,
+                "storage": { "backend": gw.storage.name(), "error": e.to_string() },
             })),
         ),
     }
 }
 
-/// Serves until `shutdown` completes, then stops accepting, lets in-flight requests finish and
-/// flushes the storage backend.
+/// Serves until `shutdown` completes, then stops accepting, lets in-flight requests finish,
+/// writes pending counters and flushes the storage backend.
 pub async fn run(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let storage = state.storage.clone();
+    let gw = state.gateway.clone();
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await?;
-    tracing::info!("server stopped; flushing storage");
-    if let Err(e) = storage.flush().await {
+    tracing::info!("server stopped; flushing counters and storage");
+    if let Err(e) = gw.pools.flush().await {
+        tracing::error!(error = %e, "writing pending counters at shutdown failed");
+    }
+    if let Err(e) = gw.storage.flush().await {
         tracing::error!(error = %e, "storage flush at shutdown failed");
     }
     Ok(())

@@ -82,6 +82,7 @@ pub mod export;
 pub mod log;
 pub mod provider;
 pub mod runtime;
+pub mod sse;
 pub mod storage;
 
 use abi_stable::{StableAbi, std_types::RString};

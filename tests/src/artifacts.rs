@@ -17,6 +17,8 @@ pub const PACKAGES: &[&str] = &[
     "aiclient-backend-memory",
     "aiclient-backend-file",
     "aiclient-backend-redis",
+    "aiclient-provider-openai-custom",
+    "aiclient-provider-claude-custom",
     "aiclient-fixture-panic-plugin",
     "aiclient-fixture-old-sdk-plugin",
     "aiclient-fixture-bad-layout-plugin",

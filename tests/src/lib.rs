@@ -11,4 +11,5 @@
 pub mod artifacts;
 pub mod conformance;
 pub mod gateway;
+pub mod mock_upstream;
 pub mod redis_server;
