@@ -246,12 +246,20 @@ pub trait Provider: Send + Sync + 'static {
 /// Most events per batch: enough to amortise the crossing, small enough to keep latency.
 const BATCH: usize = 64;
 
-struct EventStreamExport(EventStream);
+/// A plugin's event stream as exported; `ended` keeps a finished stream from being polled
+/// again (many streams panic if polled after their end).
+struct EventStreamExport(EventStream, bool);
 
 impl FfiEventStream for EventStreamExport {
     fn next(&mut self) -> BorrowingFfiFuture<'_, RResult<ROption<RVec<StreamEvent>>, PluginError>> {
         guard(async move {
-            let Some(first) = self.0.next().await else { return Ok(ROption::RNone) };
+            if self.1 {
+                return Ok(ROption::RNone);
+            }
+            let Some(first) = self.0.next().await else {
+                self.1 = true;
+                return Ok(ROption::RNone);
+            };
             let mut batch = RVec::with_capacity(4);
             batch.push(first?);
             // Take whatever else is ready now, without waiting.
@@ -265,7 +273,11 @@ impl FfiEventStream for EventStreamExport {
                         self.0 = Box::pin(err_stream.chain(rest));
                         break;
                     }
-                    Some(None) | None => break,
+                    Some(None) => {
+                        self.1 = true;
+                        break;
+                    }
+                    None => break,
                 }
             }
             Ok(ROption::RSome(batch))
@@ -291,7 +303,7 @@ impl<T: Provider> FfiProvider for ProviderExport<T> {
                 stream: r
                     .stream
                     .map(|s| {
-                        FfiEventStream_TO::from_value(EventStreamExport(s), abi_stable::sabi_trait::TD_Opaque)
+                        FfiEventStream_TO::from_value(EventStreamExport(s, false), abi_stable::sabi_trait::TD_Opaque)
                     })
                     .into(),
                 retry_after_ms: r.retry_after_ms,
