@@ -12,4 +12,5 @@ pub mod artifacts;
 pub mod conformance;
 pub mod gateway;
 pub mod mock_upstream;
+pub mod mocks;
 pub mod redis_server;

@@ -29,7 +29,7 @@ fn setup_with(config: Value, pools: Value) -> Setup {
     let dir = tempfile::tempdir().expect("tmp");
     let configs = dir.path().join("configs");
     write_configs(&configs, &mock, config, pools);
-    let gw = Gateway::start(dir.path(), &["--storage", "file", "--config-dir", configs.to_str().expect("utf8")], &[]);
+    let gw = Gateway::start(dir.path(), &["--storage", "file", "--config-dir", configs.to_str().expect("utf8"), "--provider", "openai-custom", "--provider", "claude-custom"], &[]);
     Setup { _dir: dir, configs, mock, gw }
 }
 
@@ -273,7 +273,11 @@ fn no_configured_key_refuses_service_unless_opted_out() {
     let dir = tempfile::tempdir().expect("tmp");
     let configs = dir.path().join("configs");
     write_configs(&configs, &mock, json!({"MODEL_PROVIDER": "openai-custom"}), default_pools());
-    let gw = Gateway::start(dir.path(), &["--storage", "file", "--config-dir", configs.to_str().expect("utf8")], &[("AICLIENT_ALLOW_NO_API_KEY", "true")]);
+    let gw = Gateway::start(
+        dir.path(),
+        &["--storage", "file", "--config-dir", configs.to_str().expect("utf8"), "--provider", "openai-custom", "--provider", "claude-custom"],
+        &[("AICLIENT_ALLOW_NO_API_KEY", "true")],
+    );
     let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}).to_string();
     let (st, out) = http(gw.addr, "POST", "/v1/chat/completions", &[("content-type", "application/json")], &body);
     assert_eq!(st, 200, "explicit opt-out serves without a key: {out}");

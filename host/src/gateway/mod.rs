@@ -9,6 +9,7 @@
 
 pub mod pool;
 pub mod providers;
+mod refresh;
 pub mod settings;
 
 use std::sync::Arc;
@@ -218,7 +219,7 @@ impl Gateway {
         Ok(v.to_string().into())
     }
 
-    async fn token_for(&self, slot: &Arc<Slot>) -> Result<Option<Arc<str>>, PluginError> {
+    pub(crate) async fn token_for(&self, slot: &Arc<Slot>) -> Result<Option<Arc<str>>, PluginError> {
         if let Some(t) = slot.cached_token() {
             return Ok(t);
         }
@@ -243,9 +244,19 @@ impl Gateway {
             Some(p) => serde_json::json!({ "proxy": p }).to_string(),
             None => "{}".to_string(),
         };
+        // After a successful forced refresh, the same account is tried once more.
+        let mut retry_after_refresh: Option<Arc<Slot>> = None;
         loop {
-            let Some(slot) = self.pools.select(ptype, model) else { return Err(last) };
-            if previous.as_deref() == Some(&*slot.uuid) {
+            let (slot, retrying) = match retry_after_refresh.take() {
+                Some(s) => (s, true),
+                None => match self.pools.select(ptype, model) {
+                    Some(s) => (s, false),
+                    None => return Err(last),
+                },
+            };
+            if retrying {
+                // Not a switch and not a same-account retry: the credential changed.
+            } else if previous.as_deref() == Some(&*slot.uuid) {
                 // The only usable account left: back off before trying it again.
                 if same >= s.request_max_retries {
                     return Err(last);
@@ -260,10 +271,10 @@ impl Gateway {
                 switches += 1;
             }
             previous = Some(slot.uuid.clone());
-            let token = match self.token_for(&slot).await {
+            let token = match self.fresh_token(plugin, &slot, false, None).await {
                 Ok(t) => t,
                 Err(e) => {
-                    last = Failure { status: 503, message: format!("storage: {e}") };
+                    last = Failure { status: 503, message: format!("no usable credential for {ptype}/{}: {e}", slot.uuid) };
                     continue;
                 }
             };
@@ -275,7 +286,7 @@ impl Gateway {
                 body: body.clone(),
                 account_uuid: slot.uuid.as_ref().into(),
                 account: slot.config().as_str().into(),
-                token: token.map(|t| RString::from(&*t)).into(),
+                token: token.as_ref().map(|t| RString::from(&**t)).into(),
                 request_id: format!("{}-{}", self.instance_id, self.seq.fetch_add(1, Ordering::Relaxed)).into(),
                 timeout_ms: 0,
                 options: options.as_str().into(),
@@ -309,6 +320,15 @@ impl Gateway {
                         s.cooldown_ms
                     };
                     self.pools.cooldown(&slot, now + hint.min(s.cooldown_max_ms.max(1)));
+                }
+                AccountAction::REFRESH if token.is_some() && !retrying => {
+                    // The credential was refused: refresh it (once per expiry, shared with
+                    // every other request and instance) and try this account again.
+                    match self.fresh_token(plugin, &slot, true, token.as_deref()).await {
+                        Ok(Some(_)) => retry_after_refresh = Some(slot.clone()),
+                        Ok(None) => self.pools.mark_unhealthy(&slot, &format!("upstream {}: {message}", reply.status), None),
+                        Err(_) => {} // already marked unhealthy with the refresh failure
+                    }
                 }
                 AccountAction::UNHEALTHY | AccountAction::REFRESH => {
                     self.pools.mark_unhealthy(&slot, &format!("upstream {}: {message}", reply.status), None);

@@ -56,6 +56,8 @@ pub struct Slot {
     last_error: Mutex<Option<String>>,
     dirty: AtomicBool,
     token: Mutex<Option<Option<Arc<str>>>>,
+    /// One token refresh at a time per account in this process; the others wait and reuse it.
+    pub refresh: tokio::sync::Mutex<()>,
 }
 
 impl Slot {
@@ -76,6 +78,7 @@ impl Slot {
             last_error: Mutex::new(None),
             dirty: AtomicBool::new(false),
             token: Mutex::new(None),
+            refresh: tokio::sync::Mutex::new(()),
         };
         s.eligible.store(eligible(&a.state), Ordering::Relaxed);
         s
@@ -337,6 +340,12 @@ impl PoolManager {
     pub fn mark_unhealthy(&self, slot: &Arc<Slot>, reason: &str, recovery: Option<i64>) {
         let mut u = StateUpdate::mark_unhealthy(now_ms(), reason);
         u.scheduled_recovery_time = recovery.into();
+        self.queue(slot, u);
+    }
+
+    /// A token refresh succeeded: errors and the refresh flags cleared, healthy.
+    pub fn refreshed(&self, slot: &Arc<Slot>) {
+        let u = StateUpdate { needs_refresh: ROption::RSome(false), ..StateUpdate::mark_healthy(now_ms()) };
         self.queue(slot, u);
     }
 

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use aiclient_convert::Protocol;
 use aiclient_sdk::PluginError;
-use aiclient_sdk::provider::{ProviderObject, ProviderReply, ProviderRequest};
+use aiclient_sdk::provider::{ProviderObject, ProviderReply, ProviderRequest, RefreshRequest};
 use serde_json::Value;
 
 /// One provider plugin instance.
@@ -17,6 +17,8 @@ pub struct ProviderPlugin {
     /// Static model ids per provider type, for the model lists.
     pub models: HashMap<String, Vec<String>>,
     pub check_model: Option<String>,
+    /// Refresh a token this long before it expires (`describe().refreshAheadMs`).
+    pub refresh_ahead_ms: i64,
     /// Routing stops within one change-feed round trip of a disable (kept in the backend).
     pub enabled: AtomicBool,
     obj: ProviderObject,
@@ -65,6 +67,7 @@ impl ProviderPlugin {
             types,
             models,
             check_model: d.get("checkModel").and_then(Value::as_str).map(String::from),
+            refresh_ahead_ms: d.get("refreshAheadMs").and_then(Value::as_i64).unwrap_or(0).max(0),
             enabled: AtomicBool::new(true),
             obj,
         })
@@ -76,6 +79,15 @@ impl ProviderPlugin {
 
     pub async fn call(&self, req: ProviderRequest) -> Result<ProviderReply, PluginError> {
         self.obj.call(req).await.into_result()
+    }
+
+    pub async fn refresh_token(&self, req: RefreshRequest) -> Result<String, PluginError> {
+        Ok(self.obj.refresh_token(req).await.into_result()?.into_string())
+    }
+
+    /// When `token` expires (ms), 0 if the plugin cannot tell.
+    pub fn token_expiry(&self, provider_type: &str, token: &str) -> i64 {
+        self.obj.token_expiry(provider_type.into(), token.into())
     }
 
     pub fn object(&self) -> &ProviderObject {

@@ -1,0 +1,1 @@
+//! The codex provider plugin (being written).

@@ -1,0 +1,1 @@
+//! The iflow provider plugin (being written).

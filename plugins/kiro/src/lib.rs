@@ -1,0 +1,1 @@
+//! The kiro provider plugin (being written).

@@ -1,0 +1,1 @@
+//! The qwen provider plugin (being written).

@@ -1,0 +1,1 @@
+//! Mock upstream for the codex provider (being written).

@@ -1,0 +1,1 @@
+//! Mock upstream for the gemini provider (being written).

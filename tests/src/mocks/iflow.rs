@@ -1,0 +1,1 @@
+//! Mock upstream for the iflow provider (being written).

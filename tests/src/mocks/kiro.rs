@@ -1,0 +1,1 @@
+//! Mock upstream for the kiro provider (being written).

@@ -1,0 +1,1 @@
+//! Mock upstream for the qwen provider (being written).
