@@ -17,6 +17,9 @@ use subtle::ConstantTimeEq;
 
 use crate::gateway::{ClientCall, Gateway, error_response, json_response};
 
+/// An early answer (an auth failure, a malformed body), boxed: responses are large.
+type Early = Box<Response>;
+
 /// Request bodies carry whole conversations and base64 images: allow up to 64 MiB.
 pub const MAX_BODY: usize = 64 << 20;
 
@@ -28,19 +31,31 @@ pub fn router(gw: Arc<Gateway>) -> Router {
             .route(&format!("{prefix}/v1/chat/completions"), post(chat))
             .route(&format!("{prefix}/v1/responses"), post(responses))
             .route(&format!("{prefix}/v1/messages"), post(messages))
-            .route(&format!("{prefix}/v1/messages/count_tokens"), post(count_tokens))
+            .route(
+                &format!("{prefix}/v1/messages/count_tokens"),
+                post(count_tokens),
+            )
             .route(&format!("{prefix}/v1beta/models/{{*rest}}"), post(gemini))
             .route(&format!("{prefix}/v1/models"), get(models))
             .route(&format!("{prefix}/v1beta/models"), get(gemini_models))
     };
-    routes("").merge(routes("/{provider}")).layer(DefaultBodyLimit::max(MAX_BODY)).with_state(gw)
+    routes("")
+        .merge(routes("/{provider}"))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(gw)
 }
 
 /// The key a client presented: `Authorization: Bearer`, `x-api-key`, `x-goog-api-key` or `?key=`.
-fn presented_key<'a>(headers: &'a HeaderMap, query: &'a HashMap<String, String>) -> Option<&'a str> {
+fn presented_key<'a>(
+    headers: &'a HeaderMap,
+    query: &'a HashMap<String, String>,
+) -> Option<&'a str> {
     let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).map(str::trim);
     h("authorization")
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim)
         .or_else(|| h("x-api-key"))
         .or_else(|| h("x-goog-api-key"))
@@ -50,20 +65,31 @@ fn presented_key<'a>(headers: &'a HeaderMap, query: &'a HashMap<String, String>)
 
 /// Compares digests, so the comparison takes the same time whatever the key's length or content.
 fn same_key(a: &str, b: &str) -> bool {
-    Sha256::digest(a.as_bytes()).ct_eq(&Sha256::digest(b.as_bytes())).into()
+    Sha256::digest(a.as_bytes())
+        .ct_eq(&Sha256::digest(b.as_bytes()))
+        .into()
 }
 
-fn authorize(gw: &Gateway, protocol: Protocol, headers: &HeaderMap, query: &HashMap<String, String>) -> Result<(), Response> {
+fn authorize(
+    gw: &Gateway,
+    protocol: Protocol,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+) -> Result<(), Early> {
     match gw.required_key() {
         None if gw.allow_no_api_key => Ok(()),
-        None => Err(error_response(
+        None => Err(Box::new(error_response(
             protocol,
             503,
             "no client API key is configured: set REQUIRED_API_KEY in the service config or start with --api-key (or opt out with allow_no_api_key)",
-        )),
+        ))),
         Some(k) => match presented_key(headers, query) {
             Some(p) if same_key(p, &k) => Ok(()),
-            _ => Err(error_response(protocol, 401, "invalid or missing API key")),
+            _ => Err(Box::new(error_response(
+                protocol,
+                401,
+                "invalid or missing API key",
+            ))),
         },
     }
 }
@@ -71,15 +97,28 @@ fn authorize(gw: &Gateway, protocol: Protocol, headers: &HeaderMap, query: &Hash
 fn provider_choice(path: &HashMap<String, String>, headers: &HeaderMap) -> Option<String> {
     path.get("provider")
         .cloned()
-        .or_else(|| headers.get("model-provider").and_then(|v| v.to_str().ok()).map(|s| s.trim().to_string()))
+        .or_else(|| {
+            headers
+                .get("model-provider")
+                .and_then(|v| v.to_str().ok())
+                .map(|s| s.trim().to_string())
+        })
         .filter(|s| !s.is_empty())
 }
 
-fn parse(protocol: Protocol, body: &Bytes) -> Result<Value, Response> {
+fn parse(protocol: Protocol, body: &Bytes) -> Result<Value, Early> {
     match serde_json::from_slice::<Value>(body) {
         Ok(v @ Value::Object(_)) => Ok(v),
-        Ok(_) => Err(error_response(protocol, 400, "the request body must be a JSON object")),
-        Err(e) => Err(error_response(protocol, 400, &format!("invalid JSON body: {e}"))),
+        Ok(_) => Err(Box::new(error_response(
+            protocol,
+            400,
+            "the request body must be a JSON object",
+        ))),
+        Err(e) => Err(Box::new(error_response(
+            protocol,
+            400,
+            &format!("invalid JSON body: {e}"),
+        ))),
     }
 }
 
@@ -92,52 +131,97 @@ async fn body_call(
     body: Bytes,
 ) -> Response {
     if let Err(r) = authorize(&gw, protocol, &headers, &query) {
-        return r;
+        return *r;
     }
     let json = match parse(protocol, &body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
-    let Some(model) = json.get("model").and_then(Value::as_str).filter(|m| !m.is_empty()).map(String::from) else {
+    let Some(model) = json
+        .get("model")
+        .and_then(Value::as_str)
+        .filter(|m| !m.is_empty())
+        .map(String::from)
+    else {
         return error_response(protocol, 400, "the request has no model");
     };
     let stream = json.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    let call = ClientCall { protocol, body, json, model, stream, provider: provider_choice(&path, &headers), gemini_sse: false };
+    let call = ClientCall {
+        protocol,
+        body,
+        json,
+        model,
+        stream,
+        provider: provider_choice(&path, &headers),
+        gemini_sse: false,
+    };
     gw.generate(call).await
 }
 
-async fn chat(State(gw): State<Arc<Gateway>>, Path(p): Path<HashMap<String, String>>, h: HeaderMap, Query(q): Q, body: Bytes) -> Response {
+async fn chat(
+    State(gw): State<Arc<Gateway>>,
+    Path(p): Path<HashMap<String, String>>,
+    h: HeaderMap,
+    Query(q): Q,
+    body: Bytes,
+) -> Response {
     body_call(gw, Protocol::OpenAi, p, h, q, body).await
 }
 
-async fn responses(State(gw): State<Arc<Gateway>>, Path(p): Path<HashMap<String, String>>, h: HeaderMap, Query(q): Q, body: Bytes) -> Response {
+async fn responses(
+    State(gw): State<Arc<Gateway>>,
+    Path(p): Path<HashMap<String, String>>,
+    h: HeaderMap,
+    Query(q): Q,
+    body: Bytes,
+) -> Response {
     body_call(gw, Protocol::OpenAiResponses, p, h, q, body).await
 }
 
-async fn messages(State(gw): State<Arc<Gateway>>, Path(p): Path<HashMap<String, String>>, h: HeaderMap, Query(q): Q, body: Bytes) -> Response {
+async fn messages(
+    State(gw): State<Arc<Gateway>>,
+    Path(p): Path<HashMap<String, String>>,
+    h: HeaderMap,
+    Query(q): Q,
+    body: Bytes,
+) -> Response {
     body_call(gw, Protocol::Claude, p, h, q, body).await
 }
 
 /// `POST /v1/messages/count_tokens`: an estimate computed locally (no upstream call, no
 /// account used), in Anthropic's shape.
-async fn count_tokens(State(gw): State<Arc<Gateway>>, h: HeaderMap, Query(q): Q, body: Bytes) -> Response {
+async fn count_tokens(
+    State(gw): State<Arc<Gateway>>,
+    h: HeaderMap,
+    Query(q): Q,
+    body: Bytes,
+) -> Response {
     if let Err(r) = authorize(&gw, Protocol::Claude, &h, &q) {
-        return r;
+        return *r;
     }
     match parse(Protocol::Claude, &body) {
         Ok(v) => {
             let n = aiclient_convert::count_tokens(Protocol::Claude, &v);
-            json_response(StatusCode::OK, Body::from(serde_json::json!({ "input_tokens": n }).to_string()))
+            json_response(
+                StatusCode::OK,
+                Body::from(serde_json::json!({ "input_tokens": n }).to_string()),
+            )
         }
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
 /// `POST /v1beta/models/{model}:generateContent` and `:streamGenerateContent`.
-async fn gemini(State(gw): State<Arc<Gateway>>, Path(p): Path<HashMap<String, String>>, h: HeaderMap, Query(q): Q, body: Bytes) -> Response {
+async fn gemini(
+    State(gw): State<Arc<Gateway>>,
+    Path(p): Path<HashMap<String, String>>,
+    h: HeaderMap,
+    Query(q): Q,
+    body: Bytes,
+) -> Response {
     let protocol = Protocol::Gemini;
     if let Err(r) = authorize(&gw, protocol, &h, &q) {
-        return r;
+        return *r;
     }
     let rest = p.get("rest").map(String::as_str).unwrap_or_default();
     let (model, action) = match rest.rsplit_once(':') {
@@ -153,14 +237,14 @@ async fn gemini(State(gw): State<Arc<Gateway>>, Path(p): Path<HashMap<String, St
                     StatusCode::OK,
                     Body::from(serde_json::json!({ "totalTokens": aiclient_convert::count_tokens(protocol, &v) }).to_string()),
                 ),
-                Err(r) => r,
+                Err(r) => *r,
             };
         }
         other => return error_response(protocol, 404, &format!("unknown Gemini method {other:?}")),
     };
     let json = match parse(protocol, &body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let call = ClientCall {
         protocol,
@@ -181,11 +265,22 @@ fn model_entries(gw: &Gateway, provider: Option<&str>) -> Vec<ModelEntry> {
     };
     let mut out: Vec<ModelEntry> = Vec::new();
     for t in &types {
-        let Some(plugin) = gw.providers.for_type(t).filter(|p| p.is_enabled()) else { continue };
-        let base = plugin.types.iter().find(|b| t == *b || t.starts_with(&format!("{b}-"))).cloned().unwrap_or_default();
+        let Some(plugin) = gw.providers.for_type(t).filter(|p| p.is_enabled()) else {
+            continue;
+        };
+        let base = plugin
+            .types
+            .iter()
+            .find(|b| t == *b || t.starts_with(&format!("{b}-")))
+            .cloned()
+            .unwrap_or_default();
         for id in plugin.models.get(&base).into_iter().flatten() {
             if !out.iter().any(|m| &m.id == id) {
-                out.push(ModelEntry { id: id.clone(), owned_by: t.clone(), display_name: None });
+                out.push(ModelEntry {
+                    id: id.clone(),
+                    owned_by: t.clone(),
+                    display_name: None,
+                });
             }
         }
     }
@@ -194,22 +289,37 @@ fn model_entries(gw: &Gateway, provider: Option<&str>) -> Vec<ModelEntry> {
 
 /// `GET /v1/models`: OpenAI's list shape, or Anthropic's when the client sends
 /// `anthropic-version`.
-async fn models(State(gw): State<Arc<Gateway>>, Path(p): Path<HashMap<String, String>>, h: HeaderMap, Query(q): Q) -> Response {
-    let protocol = if h.contains_key("anthropic-version") { Protocol::Claude } else { Protocol::OpenAi };
+async fn models(
+    State(gw): State<Arc<Gateway>>,
+    Path(p): Path<HashMap<String, String>>,
+    h: HeaderMap,
+    Query(q): Q,
+) -> Response {
+    let protocol = if h.contains_key("anthropic-version") {
+        Protocol::Claude
+    } else {
+        Protocol::OpenAi
+    };
     if let Err(r) = authorize(&gw, protocol, &h, &q) {
-        return r;
+        return *r;
     }
     let provider = provider_choice(&p, &h);
     let list = aiclient_convert::model_list(protocol, &model_entries(&gw, provider.as_deref()));
     json_response(StatusCode::OK, Body::from(list.to_string()))
 }
 
-async fn gemini_models(State(gw): State<Arc<Gateway>>, Path(p): Path<HashMap<String, String>>, h: HeaderMap, Query(q): Q) -> Response {
+async fn gemini_models(
+    State(gw): State<Arc<Gateway>>,
+    Path(p): Path<HashMap<String, String>>,
+    h: HeaderMap,
+    Query(q): Q,
+) -> Response {
     if let Err(r) = authorize(&gw, Protocol::Gemini, &h, &q) {
-        return r;
+        return *r;
     }
     let provider = provider_choice(&p, &h);
-    let list = aiclient_convert::model_list(Protocol::Gemini, &model_entries(&gw, provider.as_deref()));
+    let list =
+        aiclient_convert::model_list(Protocol::Gemini, &model_entries(&gw, provider.as_deref()));
     json_response(StatusCode::OK, Body::from(list.to_string()))
 }
 

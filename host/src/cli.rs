@@ -10,14 +10,18 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
 use crate::config::{Config, Overrides};
-use crate::plugins::{self, Kind, loader};
 use crate::gateway::Gateway;
 use crate::gateway::providers::{ProviderPlugin, ProviderRegistry};
+use crate::plugins::{self, Kind, loader};
 use crate::server::{self, AppState};
 use crate::storage::Storage;
 
 #[derive(Parser, Debug)]
-#[command(name = "aiclient", version, about = "Gateway serving pools of AI-service accounts as OpenAI, Claude and Gemini APIs")]
+#[command(
+    name = "aiclient",
+    version,
+    about = "Gateway serving pools of AI-service accounts as OpenAI, Claude and Gemini APIs"
+)]
 pub struct Cli {
     /// Config file [default: ./aiclient.toml if present, else built-in defaults]
     #[arg(long, global = true, env = "AICLIENT_CONFIG", value_name = "PATH")]
@@ -75,7 +79,12 @@ pub struct ServeArgs {
     #[arg(long = "provider", value_name = "PLUGIN")]
     pub providers: Vec<String>,
     /// Client API key, overriding REQUIRED_API_KEY in the service config
-    #[arg(long, env = "AICLIENT_API_KEY", hide_env_values = true, value_name = "KEY")]
+    #[arg(
+        long,
+        env = "AICLIENT_API_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
     pub api_key: Option<String>,
 }
 
@@ -128,7 +137,10 @@ pub fn main() -> ExitCode {
         }
     };
     init_tracing(&config.file.log.level);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -169,18 +181,28 @@ fn instance_id(config: &Config) -> String {
     }
 }
 
-async fn open_backend(config: &Config, instance: &str) -> Result<(loader::LoadedStorage, Storage), String> {
+async fn open_backend(
+    config: &Config,
+    instance: &str,
+) -> Result<(loader::LoadedStorage, Storage), String> {
     let backend = &config.file.storage.backend;
-    plugins::open_storage(&config.plugin_dir, backend, &config.backend_config(instance))
-        .await
-        .map_err(|e| e.to_string())
+    plugins::open_storage(
+        &config.plugin_dir,
+        backend,
+        &config.backend_config(instance),
+    )
+    .await
+    .map_err(|e| e.to_string())
 }
 
 /// The provider plugin files to load: the configured list, or every provider plugin found.
 fn provider_paths(config: &Config) -> Result<Vec<std::path::PathBuf>, String> {
     let dir = &config.plugin_dir;
     match &config.file.plugins.providers {
-        Some(list) => list.iter().map(|p| loader::resolve(dir, p, Kind::Provider).map_err(|e| e.to_string())).collect(),
+        Some(list) => list
+            .iter()
+            .map(|p| loader::resolve(dir, p, Kind::Provider).map_err(|e| e.to_string()))
+            .collect(),
         None => Ok(loader::scan(dir)
             .map_err(|e| format!("cannot read plugin dir {}: {e}", dir.display()))?
             .into_iter()
@@ -203,15 +225,24 @@ async fn start_providers(config: &Config, instance: &str) -> Result<ProviderRegi
         };
         let cfg = json!({ "instance_id": instance });
         let name = lib.info.name.to_string();
-        match (lib.module.create())(cfg.to_string().into()).await.into_result() {
+        match (lib.module.create())(cfg.to_string().into())
+            .await
+            .into_result()
+        {
             Ok(obj) => match ProviderPlugin::new(&name, obj).and_then(|p| registry.add(p)) {
-                Ok(()) => tracing::info!(plugin = %name, path = %path.display(), sdk = %lib.inspected.sdk_version, "provider plugin loaded"),
+                Ok(()) => {
+                    tracing::info!(plugin = %name, path = %path.display(), sdk = %lib.inspected.sdk_version, "provider plugin loaded")
+                }
                 Err(e) => errors.push(e),
             },
             Err(e) => errors.push(format!("provider plugin {name} failed to start: {e}")),
         }
     }
-    if errors.is_empty() { Ok(registry) } else { Err(errors.join("\nerror: ")) }
+    if errors.is_empty() {
+        Ok(registry)
+    } else {
+        Err(errors.join("\nerror: "))
+    }
 }
 
 async fn serve(config: Config) -> Result<(), String> {
@@ -235,7 +266,9 @@ async fn serve(config: Config) -> Result<(), String> {
     .await
     .map_err(|e| format!("cannot load state from the {} backend: {e}", storage.name()))?;
     if gateway.required_key().is_none() && !srv.allow_no_api_key {
-        tracing::warn!("no client API key configured (REQUIRED_API_KEY / --api-key): the client APIs refuse every request");
+        tracing::warn!(
+            "no client API key configured (REQUIRED_API_KEY / --api-key): the client APIs refuse every request"
+        );
     }
     gateway.spawn_background();
     let addr = format!("{}:{}", srv.host, srv.port);
@@ -243,9 +276,17 @@ async fn serve(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
-    println!("aiclient listening on http://{local} (storage: {})", storage.name());
-    let state = AppState { gateway, started: std::time::Instant::now() };
-    server::run(listener, state, server::shutdown_signal()).await.map_err(|e| e.to_string())
+    println!(
+        "aiclient listening on http://{local} (storage: {})",
+        storage.name()
+    );
+    let state = AppState {
+        gateway,
+        started: std::time::Instant::now(),
+    };
+    server::run(listener, state, server::shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// One row of `plugins list`.
@@ -260,10 +301,17 @@ struct Row {
 
 async fn list(config: Config, format: Format) -> Result<(), String> {
     let dir = &config.plugin_dir;
-    let mut paths = loader::scan(dir).map_err(|e| format!("cannot read plugin dir {}: {e}", dir.display()))?;
+    let mut paths =
+        loader::scan(dir).map_err(|e| format!("cannot read plugin dir {}: {e}", dir.display()))?;
     let configured_backend = loader::resolve(dir, &config.file.storage.backend, Kind::Storage).ok();
     for p in configured_backend.iter().cloned().chain(
-        config.file.plugins.providers.iter().flatten().filter_map(|p| loader::resolve(dir, p, Kind::Provider).ok()),
+        config
+            .file
+            .plugins
+            .providers
+            .iter()
+            .flatten()
+            .filter_map(|p| loader::resolve(dir, p, Kind::Provider).ok()),
     ) {
         if !paths.contains(&p) {
             paths.push(p);
@@ -282,31 +330,65 @@ async fn list(config: Config, format: Format) -> Result<(), String> {
     for path in paths {
         let shown = path.display().to_string();
         let row = match loader::open(&path) {
-            Err(e) => Row { name: "-".into(), kind: "-".into(), sdk: "-".into(), enabled: "-".into(), path: shown, error: Some(e.cause) },
+            Err(e) => Row {
+                name: "-".into(),
+                kind: "-".into(),
+                sdk: "-".into(),
+                enabled: "-".into(),
+                path: shown,
+                error: Some(e.cause),
+            },
             Ok((_, insp)) => {
                 let loaded = match insp.kind {
                     Kind::Storage => loader::load_storage(&path).map(|l| l.info),
                     Kind::Provider => loader::load_provider(&path).map(|l| l.info),
                 };
                 match loaded {
-                    Err(e) => Row { name: "-".into(), kind: insp.kind.as_str().into(), sdk: insp.sdk_version, enabled: "-".into(), path: shown, error: Some(e.cause) },
+                    Err(e) => Row {
+                        name: "-".into(),
+                        kind: insp.kind.as_str().into(),
+                        sdk: insp.sdk_version,
+                        enabled: "-".into(),
+                        path: shown,
+                        error: Some(e.cause),
+                    },
                     Ok(info) => {
                         let name = info.name.to_string();
                         let enabled = match insp.kind {
-                            Kind::Storage if configured_backend.as_ref() == Some(&path) => "active".to_string(),
+                            Kind::Storage if configured_backend.as_ref() == Some(&path) => {
+                                "active".to_string()
+                            }
                             Kind::Storage => "available".to_string(),
-                            Kind::Provider => match states.iter().find(|s| s.name.as_str() == name) {
+                            Kind::Provider => match states.iter().find(|s| s.name.as_str() == name)
+                            {
                                 Some(s) if s.enabled => "enabled".into(),
                                 Some(_) => "disabled".into(),
                                 None if backend_err.is_some() => "unknown".into(),
                                 None => match &config.file.plugins.providers {
                                     None => "enabled".into(),
-                                    Some(list) if list.iter().any(|p| p == &name || loader::resolve(dir, p, Kind::Provider).ok().as_ref() == Some(&path)) => "enabled".into(),
+                                    Some(list)
+                                        if list.iter().any(|p| {
+                                            p == &name
+                                                || loader::resolve(dir, p, Kind::Provider)
+                                                    .ok()
+                                                    .as_ref()
+                                                    == Some(&path)
+                                        }) =>
+                                    {
+                                        "enabled".into()
+                                    }
                                     Some(_) => "not configured".into(),
                                 },
                             },
                         };
-                        Row { name, kind: insp.kind.as_str().into(), sdk: insp.sdk_version, enabled, path: shown, error: None }
+                        Row {
+                            name,
+                            kind: insp.kind.as_str().into(),
+                            sdk: insp.sdk_version,
+                            enabled,
+                            path: shown,
+                            error: None,
+                        }
                     }
                 }
             }
@@ -319,14 +401,26 @@ async fn list(config: Config, format: Format) -> Result<(), String> {
                 .iter()
                 .map(|r| json!({"name": r.name, "kind": r.kind, "sdkVersion": r.sdk, "enabled": r.enabled, "path": r.path, "error": r.error}))
                 .collect();
-            println!("{}", json!({ "pluginDir": dir, "storageError": backend_err, "plugins": v }));
+            println!(
+                "{}",
+                json!({ "pluginDir": dir, "storageError": backend_err, "plugins": v })
+            );
         }
         Format::Table => {
-            println!("{:<12} {:<9} {:<8} {:<15} PATH", "NAME", "KIND", "SDK", "ENABLED");
+            println!(
+                "{:<12} {:<9} {:<8} {:<15} PATH",
+                "NAME", "KIND", "SDK", "ENABLED"
+            );
             for r in &rows {
                 match &r.error {
-                    None => println!("{:<12} {:<9} {:<8} {:<15} {}", r.name, r.kind, r.sdk, r.enabled, r.path),
-                    Some(e) => println!("{:<12} {:<9} {:<8} {:<15} {} (error: {e})", r.name, r.kind, r.sdk, r.enabled, r.path),
+                    None => println!(
+                        "{:<12} {:<9} {:<8} {:<15} {}",
+                        r.name, r.kind, r.sdk, r.enabled, r.path
+                    ),
+                    Some(e) => println!(
+                        "{:<12} {:<9} {:<8} {:<15} {} (error: {e})",
+                        r.name, r.kind, r.sdk, r.enabled, r.path
+                    ),
                 }
             }
             if rows.is_empty() {

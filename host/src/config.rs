@@ -16,11 +16,18 @@ pub const DEFAULT_CONFIG_FILE: &str = "aiclient.toml";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("environment variable {name}={value:?}: {message}")]
-    Env { name: &'static str, value: String, message: String },
+    Env {
+        name: &'static str,
+        value: String,
+        message: String,
+    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -32,7 +39,11 @@ pub struct Secret(pub String);
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"******\"" })
+        f.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            "\"******\""
+        })
     }
 }
 
@@ -105,7 +116,9 @@ pub struct FileSection {
 
 impl Default for FileSection {
     fn default() -> Self {
-        Self { config_dir: PathBuf::from("configs") }
+        Self {
+            config_dir: PathBuf::from("configs"),
+        }
     }
 }
 
@@ -140,7 +153,7 @@ impl Default for RedisSection {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PluginsSection {
     /// Where plugin libraries are looked for by name. Default: the executable's directory.
@@ -148,12 +161,6 @@ pub struct PluginsSection {
     /// Provider plugins to load: names (resolved in `dir`) or paths. Unset: every provider
     /// plugin found in `dir`.
     pub providers: Option<Vec<String>>,
-}
-
-impl Default for PluginsSection {
-    fn default() -> Self {
-        Self { dir: None, providers: None }
-    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -165,7 +172,9 @@ pub struct LogSection {
 
 impl Default for LogSection {
     fn default() -> Self {
-        Self { level: "info".into() }
+        Self {
+            level: "info".into(),
+        }
     }
 }
 
@@ -215,9 +224,15 @@ impl Config {
             None => exe_dir()?,
         };
         if file.storage.backend.trim().is_empty() {
-            return Err(ConfigError::Invalid("storage.backend must not be empty".into()));
+            return Err(ConfigError::Invalid(
+                "storage.backend must not be empty".into(),
+            ));
         }
-        Ok(Self { file, source, plugin_dir })
+        Ok(Self {
+            file,
+            source,
+            plugin_dir,
+        })
     }
 
     /// The JSON config handed to the storage backend plugin.
@@ -251,8 +266,10 @@ impl Config {
 }
 
 fn parse_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     toml::from_str(&text).map_err(|e| ConfigError::Parse {
         path: path.to_path_buf(),
         message: e.to_string().trim_end().replace('\n', " "),
@@ -267,16 +284,17 @@ fn truthy(v: &str) -> Option<bool> {
     }
 }
 
-fn parse_env<T: std::str::FromStr>(
-    name: &'static str,
-    value: String,
-) -> Result<T, ConfigError>
+fn parse_env<T: std::str::FromStr>(name: &'static str, value: String) -> Result<T, ConfigError>
 where
     T::Err: fmt::Display,
 {
     value.trim().parse().map_err(|e: T::Err| ConfigError::Env {
         name,
-        value: if name.contains("PASSWORD") { "******".into() } else { value.clone() },
+        value: if name.contains("PASSWORD") {
+            "******".into()
+        } else {
+            value.clone()
+        },
         message: e.to_string(),
     })
 }
@@ -339,8 +357,13 @@ fn apply_env(f: &mut FileConfig, env: &dyn Fn(&str) -> Option<String>) -> Result
         f.plugins.dir = Some(v.into());
     }
     if let Some(v) = env("AICLIENT_PROVIDERS") {
-        f.plugins.providers =
-            Some(v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect());
+        f.plugins.providers = Some(
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect(),
+        );
     }
     if let Some(v) = env("AICLIENT_API_KEY").filter(|v| !v.is_empty()) {
         f.server.api_key = Some(Secret(v));
@@ -400,8 +423,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let m: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| m.get(k).cloned()
     }
 
@@ -425,8 +450,14 @@ mod tests {
         let f = write("[server]\nport = 4000\nhost = \"0.0.0.0\"\n");
         let env = env_of(&[("AICLIENT_PORT", "5000")]);
         let c = Config::load(Some(&f), &env, &Overrides::default()).unwrap();
-        assert_eq!((c.file.server.host.as_str(), c.file.server.port), ("0.0.0.0", 5000));
-        let flags = Overrides { port: Some(6000), ..Default::default() };
+        assert_eq!(
+            (c.file.server.host.as_str(), c.file.server.port),
+            ("0.0.0.0", 5000)
+        );
+        let flags = Overrides {
+            port: Some(6000),
+            ..Default::default()
+        };
         let c = Config::load(Some(&f), &env, &flags).unwrap();
         assert_eq!(c.file.server.port, 6000);
     }
@@ -451,20 +482,35 @@ mod tests {
         let shown = format!("{:?}", c.file.storage.redis);
         assert!(!shown.contains("hunter2"), "{shown}");
 
-        let c = Config::load(None, &env_of(&[("REDIS_URL", "redis://x:1/2")]), &Overrides::default())
-            .unwrap();
-        assert_eq!(c.file.storage.backend, "redis", "REDIS_URL auto-enables Redis");
+        let c = Config::load(
+            None,
+            &env_of(&[("REDIS_URL", "redis://x:1/2")]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            c.file.storage.backend, "redis",
+            "REDIS_URL auto-enables Redis"
+        );
     }
 
     #[test]
     fn bad_env_value_names_the_variable_but_not_a_password() {
-        let err = Config::load(None, &env_of(&[("REDIS_PORT", "lots")]), &Overrides::default())
-            .unwrap_err()
-            .to_string();
+        let err = Config::load(
+            None,
+            &env_of(&[("REDIS_PORT", "lots")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("REDIS_PORT"), "{err}");
-        let err = Config::load(None, &env_of(&[("REDIS_ENABLED", "maybe")]), &Overrides::default())
-            .unwrap_err()
-            .to_string();
+        let err = Config::load(
+            None,
+            &env_of(&[("REDIS_ENABLED", "maybe")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("REDIS_ENABLED"), "{err}");
     }
 }

@@ -68,7 +68,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let gw = state.gateway.clone();
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await?;
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
     tracing::info!("server stopped; flushing counters and storage");
     if let Err(e) = gw.pools.flush().await {
         tracing::error!(error = %e, "writing pending counters at shutdown failed");

@@ -30,7 +30,10 @@ fn opt(o: ROption<RString>) -> Option<String> {
 
 impl Storage {
     pub fn new(obj: StorageObject, name: &str) -> Self {
-        Self { obj: Arc::new(obj), name: name.into() }
+        Self {
+            obj: Arc::new(obj),
+            name: name.into(),
+        }
     }
 
     /// The backend plugin's name (`memory`, `file`, `redis`, …).
@@ -57,37 +60,68 @@ impl Storage {
         Ok(v.into_iter().map(RString::into_string).collect())
     }
 
-    pub async fn list_accounts(&self, provider_type: Option<&str>) -> Result<Vec<Account>, PluginError> {
+    pub async fn list_accounts(
+        &self,
+        provider_type: Option<&str>,
+    ) -> Result<Vec<Account>, PluginError> {
         let t = provider_type.map(r).into();
         Ok(self.obj.list_accounts(t).await.into_result()?.into_vec())
     }
 
     pub async fn get_account(&self, t: &str, uuid: &str) -> Result<Option<Account>, PluginError> {
-        Ok(self.obj.get_account(r(t), r(uuid)).await.into_result()?.into_option())
+        Ok(self
+            .obj
+            .get_account(r(t), r(uuid))
+            .await
+            .into_result()?
+            .into_option())
     }
 
     pub async fn add_account(&self, account: Account) -> Result<(), PluginError> {
         self.obj.add_account(account).await.into_result()
     }
 
-    pub async fn update_account(&self, t: &str, uuid: &str, patch: &Value) -> Result<Account, PluginError> {
-        self.obj.update_account(r(t), r(uuid), patch.to_string().into()).await.into_result()
+    pub async fn update_account(
+        &self,
+        t: &str,
+        uuid: &str,
+        patch: &Value,
+    ) -> Result<Account, PluginError> {
+        self.obj
+            .update_account(r(t), r(uuid), patch.to_string().into())
+            .await
+            .into_result()
     }
 
     pub async fn delete_account(&self, t: &str, uuid: &str) -> Result<bool, PluginError> {
         self.obj.delete_account(r(t), r(uuid)).await.into_result()
     }
 
-    pub async fn update_state(&self, t: &str, uuid: &str, update: StateUpdate) -> Result<AccountState, PluginError> {
-        self.obj.update_state(r(t), r(uuid), update).await.into_result()
+    pub async fn update_state(
+        &self,
+        t: &str,
+        uuid: &str,
+        update: StateUpdate,
+    ) -> Result<AccountState, PluginError> {
+        self.obj
+            .update_state(r(t), r(uuid), update)
+            .await
+            .into_result()
     }
 
     pub async fn get_token(&self, t: &str, uuid: &str) -> Result<Option<String>, PluginError> {
-        self.obj.get_token(r(t), r(uuid)).await.into_result().map(opt)
+        self.obj
+            .get_token(r(t), r(uuid))
+            .await
+            .into_result()
+            .map(opt)
     }
 
     pub async fn set_token(&self, t: &str, uuid: &str, json: &str) -> Result<(), PluginError> {
-        self.obj.set_token(r(t), r(uuid), r(json)).await.into_result()
+        self.obj
+            .set_token(r(t), r(uuid), r(json))
+            .await
+            .into_result()
     }
 
     pub async fn cas_token(
@@ -97,19 +131,39 @@ impl Storage {
         expected_refresh: &str,
         json: &str,
     ) -> Result<TokenCas, PluginError> {
-        self.obj.cas_token(r(t), r(uuid), r(expected_refresh), r(json)).await.into_result()
+        self.obj
+            .cas_token(r(t), r(uuid), r(expected_refresh), r(json))
+            .await
+            .into_result()
     }
 
     pub async fn delete_token(&self, t: &str, uuid: &str) -> Result<bool, PluginError> {
         self.obj.delete_token(r(t), r(uuid)).await.into_result()
     }
 
-    pub async fn acquire_lock(&self, t: &str, uuid: &str, owner: &str, ttl_ms: u64) -> Result<bool, PluginError> {
-        self.obj.acquire_lock(r(t), r(uuid), r(owner), ttl_ms).await.into_result()
+    pub async fn acquire_lock(
+        &self,
+        t: &str,
+        uuid: &str,
+        owner: &str,
+        ttl_ms: u64,
+    ) -> Result<bool, PluginError> {
+        self.obj
+            .acquire_lock(r(t), r(uuid), r(owner), ttl_ms)
+            .await
+            .into_result()
     }
 
-    pub async fn release_lock(&self, t: &str, uuid: &str, owner: &str) -> Result<bool, PluginError> {
-        self.obj.release_lock(r(t), r(uuid), r(owner)).await.into_result()
+    pub async fn release_lock(
+        &self,
+        t: &str,
+        uuid: &str,
+        owner: &str,
+    ) -> Result<bool, PluginError> {
+        self.obj
+            .release_lock(r(t), r(uuid), r(owner))
+            .await
+            .into_result()
     }
 
     pub async fn get_password_hash(&self) -> Result<Option<String>, PluginError> {
@@ -125,7 +179,12 @@ impl Storage {
     }
 
     pub async fn get_session(&self, token_hash: &str) -> Result<Option<Session>, PluginError> {
-        Ok(self.obj.get_session(r(token_hash)).await.into_result()?.into_option())
+        Ok(self
+            .obj
+            .get_session(r(token_hash))
+            .await
+            .into_result()?
+            .into_option())
     }
 
     pub async fn delete_session(&self, token_hash: &str) -> Result<bool, PluginError> {
@@ -145,7 +204,12 @@ impl Storage {
     }
 
     pub async fn list_plugin_states(&self) -> Result<Vec<PluginState>, PluginError> {
-        Ok(self.obj.list_plugin_states().await.into_result()?.into_vec())
+        Ok(self
+            .obj
+            .list_plugin_states()
+            .await
+            .into_result()?
+            .into_vec())
     }
 
     pub async fn set_plugin_state(&self, state: PluginState) -> Result<(), PluginError> {
@@ -169,7 +233,12 @@ impl Storage {
     }
 
     pub async fn extension(&self, name: &str, payload: &str) -> Result<String, PluginError> {
-        Ok(self.obj.extension(r(name), r(payload)).await.into_result()?.into_string())
+        Ok(self
+            .obj
+            .extension(r(name), r(payload))
+            .await
+            .into_result()?
+            .into_string())
     }
 }
 

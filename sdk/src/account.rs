@@ -39,7 +39,9 @@ pub fn format_time(ms: i64) -> String {
 
 /// The ISO form → milliseconds, only if [`format_time`] gives the same text back.
 pub fn parse_time_exact(s: &str) -> Option<i64> {
-    let ms = chrono::DateTime::parse_from_rfc3339(s).ok()?.timestamp_millis();
+    let ms = chrono::DateTime::parse_from_rfc3339(s)
+        .ok()?
+        .timestamp_millis();
     (format_time(ms) == s).then_some(ms)
 }
 
@@ -53,10 +55,17 @@ pub fn now_ms() -> i64 {
 pub fn split_account(provider_type: &str, mut obj: Map<String, Value>) -> Result<Account, String> {
     let uuid = match obj.get("uuid") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        Some(other) => return Err(format!("account uuid must be a non-empty string, got {other}")),
+        Some(other) => {
+            return Err(format!(
+                "account uuid must be a non-empty string, got {other}"
+            ));
+        }
         None => return Err("account has no uuid".to_string()),
     };
-    let mut st = AccountState { present: 0, ..AccountState::default() };
+    let mut st = AccountState {
+        present: 0,
+        ..AccountState::default()
+    };
     for (name, bit) in STATE_FIELDS {
         let Some(v) = obj.get(name) else { continue };
         if lift(&mut st, bit, v) {
@@ -195,7 +204,11 @@ mod tests {
         let acct = split_account("claude-kiro-oauth", obj).unwrap();
         assert_eq!(acct.state.usage_count, 12);
         assert_eq!(acct.state.last_error_time, ROption::RNone);
-        assert_eq!(acct.state.present & field::ERROR_COUNT, 0, "absent stays absent");
+        assert_eq!(
+            acct.state.present & field::ERROR_COUNT,
+            0,
+            "absent stays absent"
+        );
         let back = Value::Object(merge_account(&acct).unwrap());
         assert_eq!(back, src);
     }
@@ -217,8 +230,14 @@ mod tests {
 
     #[test]
     fn refresh_token_in_either_spelling() {
-        assert_eq!(refresh_token_of(r#"{"refresh_token":"a"}"#).as_deref(), Some("a"));
-        assert_eq!(refresh_token_of(r#"{"refreshToken":"b"}"#).as_deref(), Some("b"));
+        assert_eq!(
+            refresh_token_of(r#"{"refresh_token":"a"}"#).as_deref(),
+            Some("a")
+        );
+        assert_eq!(
+            refresh_token_of(r#"{"refreshToken":"b"}"#).as_deref(),
+            Some("b")
+        );
         assert_eq!(refresh_token_of(r#"{"x":1}"#), None);
     }
 }

@@ -92,7 +92,11 @@ impl PluginError {
                 | ErrorCode::RATE_LIMITED
                 | ErrorCode::RESOURCE_EXHAUSTED
         );
-        Self { code, message: RString::from(message.into()), retryable }
+        Self {
+            code,
+            message: RString::from(message.into()),
+            retryable,
+        }
     }
     pub fn with_retryable(mut self, retryable: bool) -> Self {
         self.retryable = retryable;

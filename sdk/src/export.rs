@@ -12,7 +12,11 @@ use crate::{HostContext, PluginError, PluginInfo};
 
 #[doc(hidden)]
 pub fn info(name: &str, version: &str, description: &str) -> PluginInfo {
-    PluginInfo { name: name.into(), version: version.into(), description: description.into() }
+    PluginInfo {
+        name: name.into(),
+        version: version.into(),
+        description: description.into(),
+    }
 }
 
 #[doc(hidden)]

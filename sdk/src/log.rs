@@ -111,7 +111,9 @@ pub fn install(sink: LogSinkObject) {
     }
     let sink = SINK.get().expect("just set");
     let level = sink.max_level().to_filter();
-    let subscriber = tracing_subscriber::registry().with(level).with(ForwardLayer);
+    let subscriber = tracing_subscriber::registry()
+        .with(level)
+        .with(ForwardLayer);
     let _ = tracing::subscriber::set_global_default(subscriber);
     std::panic::set_hook(Box::new(|info| {
         let msg = if let Some(s) = info.payload().downcast_ref::<&'static str>() {
@@ -121,8 +123,19 @@ pub fn install(sink: LogSinkObject) {
         } else {
             "non-string panic payload".to_string()
         };
-        let (file, line) = info.location().map(|l| (l.file(), l.line())).unwrap_or(("?", 0));
-        forward(LogLevel::ERROR, "panic", &format!("panicked: {msg}"), "", "", file, line);
+        let (file, line) = info
+            .location()
+            .map(|l| (l.file(), l.line()))
+            .unwrap_or(("?", 0));
+        forward(
+            LogLevel::ERROR,
+            "panic",
+            &format!("panicked: {msg}"),
+            "",
+            "",
+            file,
+            line,
+        );
     }));
 }
 

@@ -97,7 +97,10 @@ pub struct StreamEvent {
 
 impl StreamEvent {
     pub fn new(event: impl Into<String>, data: impl Into<String>) -> Self {
-        Self { event: RString::from(event.into()), data: RString::from(data.into()) }
+        Self {
+            event: RString::from(event.into()),
+            data: RString::from(data.into()),
+        }
     }
 }
 
@@ -159,8 +162,11 @@ pub trait FfiProvider: Send + Sync {
 
     /// Escape hatch for operations newer than this interface.
     #[sabi(last_prefix_field)]
-    fn extension(&self, name: RString, payload: RString)
-    -> FfiFuture<RResult<RString, PluginError>>;
+    fn extension(
+        &self,
+        name: RString,
+        payload: RString,
+    ) -> FfiFuture<RResult<RString, PluginError>>;
 }
 
 pub type ProviderObject = FfiProvider_TO<'static, RArc<()>>;
@@ -204,10 +210,20 @@ impl Reply {
         Self::status(200, body)
     }
     pub fn stream(events: EventStream) -> Self {
-        Self { stream: Some(events), ..Self::status(200, String::new()) }
+        Self {
+            stream: Some(events),
+            ..Self::status(200, String::new())
+        }
     }
     pub fn status(status: u16, body: String) -> Self {
-        Self { status, body, stream: None, retry_after_ms: 0, action: AccountAction::NONE, action_until: 0 }
+        Self {
+            status,
+            body,
+            stream: None,
+            retry_after_ms: 0,
+            action: AccountAction::NONE,
+            action_until: 0,
+        }
     }
 }
 
@@ -216,7 +232,10 @@ pub trait Provider: Send + Sync + 'static {
     /// Which provider types this plugin serves, its protocol, its static model lists.
     fn describe(&self) -> serde_json::Value;
 
-    fn call(&self, request: ProviderRequest) -> impl Future<Output = Result<Reply, PluginError>> + Send;
+    fn call(
+        &self,
+        request: ProviderRequest,
+    ) -> impl Future<Output = Result<Reply, PluginError>> + Send;
 
     fn refresh_token(
         &self,
@@ -269,7 +288,8 @@ impl FfiEventStream for EventStreamExport {
                     Some(Some(Err(e))) => {
                         // Deliver what we have; the error comes with the next call.
                         let err_stream = futures_util::stream::once(async move { Err(e) });
-                        let rest = std::mem::replace(&mut self.0, Box::pin(futures_util::stream::empty()));
+                        let rest =
+                            std::mem::replace(&mut self.0, Box::pin(futures_util::stream::empty()));
                         self.0 = Box::pin(err_stream.chain(rest));
                         break;
                     }
@@ -303,7 +323,10 @@ impl<T: Provider> FfiProvider for ProviderExport<T> {
                 stream: r
                     .stream
                     .map(|s| {
-                        FfiEventStream_TO::from_value(EventStreamExport(s, false), abi_stable::sabi_trait::TD_Opaque)
+                        FfiEventStream_TO::from_value(
+                            EventStreamExport(s, false),
+                            abi_stable::sabi_trait::TD_Opaque,
+                        )
                     })
                     .into(),
                 retry_after_ms: r.retry_after_ms,

@@ -69,7 +69,10 @@ where
     F: Future<Output = Result<T, PluginError>> + Send + 'a,
     T: 'a,
 {
-    BorrowingFfiFuture::new(Guarded { handle: handle(), fut: Some(fut) })
+    BorrowingFfiFuture::new(Guarded {
+        handle: handle(),
+        fut: Some(fut),
+    })
 }
 
 /// Runs `f` (the synchronous part of an exported function) with panics turned into errors.

@@ -184,18 +184,37 @@ mod tests {
     fn events_survive_any_chunking_and_line_ending() {
         let text = "event: message_start\ndata: {\"a\":1}\n\n: comment\ndata: x\ndata: y\r\n\r\ndata: [DONE]\r\r";
         let want = vec![
-            SseEvent { event: "message_start".into(), data: "{\"a\":1}".into() },
-            SseEvent { event: String::new(), data: "x\ny".into() },
-            SseEvent { event: String::new(), data: "[DONE]".into() },
+            SseEvent {
+                event: "message_start".into(),
+                data: "{\"a\":1}".into(),
+            },
+            SseEvent {
+                event: String::new(),
+                data: "x\ny".into(),
+            },
+            SseEvent {
+                event: String::new(),
+                data: "[DONE]".into(),
+            },
         ];
         for chunk in 1..text.len() {
-            assert_eq!(parse_in_chunks(text.as_bytes(), chunk), want, "chunk size {chunk}");
+            assert_eq!(
+                parse_in_chunks(text.as_bytes(), chunk),
+                want,
+                "chunk size {chunk}"
+            );
         }
     }
 
     #[test]
     fn a_final_event_without_blank_line_is_kept() {
-        assert_eq!(parse_in_chunks(b"data: last", 3), vec![SseEvent { event: String::new(), data: "last".into() }]);
+        assert_eq!(
+            parse_in_chunks(b"data: last", 3),
+            vec![SseEvent {
+                event: String::new(),
+                data: "last".into()
+            }]
+        );
     }
 
     #[test]
@@ -204,13 +223,19 @@ mod tests {
         let mut out = Vec::new();
         let big = vec![b'a'; 4096];
         assert!(p.push(b"data: ", &mut out).is_ok());
-        assert_eq!(p.push(&big, &mut out), Err(SseError::TooLarge { limit: 1024 }));
+        assert_eq!(
+            p.push(&big, &mut out),
+            Err(SseError::TooLarge { limit: 1024 })
+        );
         let mut p = SseParser::new(1024);
         let mut lines = Vec::new();
         for _ in 0..200 {
             lines.extend_from_slice(b"data: 0123456789\n");
         }
-        assert!(p.push(&lines, &mut out).is_err(), "many data lines in one event are bounded too");
+        assert!(
+            p.push(&lines, &mut out).is_err(),
+            "many data lines in one event are bounded too"
+        );
     }
 
     #[test]

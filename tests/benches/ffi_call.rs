@@ -23,9 +23,14 @@ fn account() -> Account {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     let artifacts = aiclient_tests::artifacts::build(&["aiclient-backend-memory"]);
-    let lib = loader::load_storage(artifacts.lib("aiclient_backend_memory")).expect("load memory backend");
+    let lib = loader::load_storage(artifacts.lib("aiclient_backend_memory"))
+        .expect("load memory backend");
     let ffi = rt.block_on(async {
         let s = create_storage(&lib, &json!({})).await.expect("create");
         s.add_account(account()).await.expect("add");
@@ -41,7 +46,9 @@ fn bench(c: &mut Criterion) {
             rt.block_on(async {
                 let t = Instant::now();
                 for _ in 0..iters {
-                    ffi.update_state("openai-custom", "bench", StateUpdate::usage(1, 1)).await.expect("incr");
+                    ffi.update_state("openai-custom", "bench", StateUpdate::usage(1, 1))
+                        .await
+                        .expect("incr");
                 }
                 t.elapsed()
             })
@@ -52,7 +59,10 @@ fn bench(c: &mut Criterion) {
             rt.block_on(async {
                 let t = Instant::now();
                 for _ in 0..iters {
-                    direct.update_state("openai-custom", "bench", StateUpdate::usage(1, 1)).await.expect("incr");
+                    direct
+                        .update_state("openai-custom", "bench", StateUpdate::usage(1, 1))
+                        .await
+                        .expect("incr");
                 }
                 t.elapsed()
             })

@@ -33,14 +33,20 @@ pub struct Artifacts {
 
 impl Artifacts {
     pub fn lib(&self, name: &str) -> &Path {
-        self.libs.get(name).unwrap_or_else(|| panic!("no cdylib {name} was built; have {:?}", self.libs.keys()))
+        self.libs
+            .get(name)
+            .unwrap_or_else(|| panic!("no cdylib {name} was built; have {:?}", self.libs.keys()))
     }
     pub fn bin(&self, name: &str) -> &Path {
-        self.bins.get(name).unwrap_or_else(|| panic!("no binary {name} was built"))
+        self.bins
+            .get(name)
+            .unwrap_or_else(|| panic!("no binary {name} was built"))
     }
     /// The directory the host's plugin libraries are in (next to the binary).
     pub fn plugin_dir(&self) -> &Path {
-        self.lib("aiclient_backend_memory").parent().expect("a lib has a directory")
+        self.lib("aiclient_backend_memory")
+            .parent()
+            .expect("a lib has a directory")
     }
 }
 
@@ -53,26 +59,47 @@ pub fn get() -> &'static Artifacts {
 /// Builds just `packages` (in the profile of the calling binary: release for benchmarks).
 pub fn build(packages: &[&str]) -> Artifacts {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root");
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(root).args(["build", "--message-format=json-render-diagnostics"]);
+    cmd.current_dir(root)
+        .args(["build", "--message-format=json-render-diagnostics"]);
     if !cfg!(debug_assertions) {
         cmd.arg("--release");
     }
     for p in packages {
         cmd.args(["-p", p]);
     }
-    let out = cmd.stderr(Stdio::inherit()).output().expect("cannot run cargo build");
-    assert!(out.status.success(), "nested cargo build failed (see its output above)");
-    let mut a = Artifacts { libs: HashMap::new(), bins: HashMap::new() };
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("cannot run cargo build");
+    assert!(
+        out.status.success(),
+        "nested cargo build failed (see its output above)"
+    );
+    let mut a = Artifacts {
+        libs: HashMap::new(),
+        bins: HashMap::new(),
+    };
     for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
         if msg["reason"] != "compiler-artifact" {
             continue;
         }
-        let kinds: Vec<&str> =
-            msg["target"]["kind"].as_array().into_iter().flatten().filter_map(|k| k.as_str()).collect();
-        let name = msg["target"]["name"].as_str().unwrap_or_default().replace('-', "_");
+        let kinds: Vec<&str> = msg["target"]["kind"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|k| k.as_str())
+            .collect();
+        let name = msg["target"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .replace('-', "_");
         if kinds.contains(&"cdylib") {
             let so = msg["filenames"]
                 .as_array()
@@ -86,7 +113,13 @@ pub fn build(packages: &[&str]) -> Artifacts {
         } else if kinds.contains(&"bin")
             && let Some(exe) = msg["executable"].as_str()
         {
-            a.bins.insert(msg["target"]["name"].as_str().unwrap_or_default().to_string(), PathBuf::from(exe));
+            a.bins.insert(
+                msg["target"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                PathBuf::from(exe),
+            );
         }
     }
     a

@@ -36,7 +36,9 @@ impl Gateway {
         let mut full = vec!["serve", "--host", "127.0.0.1", "--port", "0"];
         full.extend_from_slice(args);
         let mut cmd = command(&full);
-        cmd.current_dir(cwd).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.current_dir(cwd)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -53,7 +55,11 @@ impl Gateway {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap_or_default().to_string();
+                    let addr = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
                     let _ = tx.send(addr);
                 }
             }
@@ -63,10 +69,17 @@ impl Gateway {
             Err(_) => {
                 let _ = child.kill();
                 let log: Vec<String> = err_rx.try_iter().collect();
-                panic!("aiclient did not start listening; stderr:\n{}", log.join("\n"));
+                panic!(
+                    "aiclient did not start listening; stderr:\n{}",
+                    log.join("\n")
+                );
             }
         };
-        Gateway { child, addr, stderr: err_rx }
+        Gateway {
+            child,
+            addr,
+            stderr: err_rx,
+        }
     }
 
     pub fn get(&self, path: &str) -> (u16, String) {
@@ -76,7 +89,10 @@ impl Gateway {
     /// Sends SIGTERM and waits (up to 15 s) for the exit status.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
         for _ in 0..150 {
             if let Some(st) = self.child.try_wait().expect("wait") {
                 return st;
@@ -95,10 +111,20 @@ impl Drop for Gateway {
 }
 
 /// One HTTP/1.1 request over a fresh loopback connection; returns status and body.
-pub fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("connect to gateway");
-    s.set_read_timeout(Some(Duration::from_secs(30))).expect("set timeout");
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("set timeout");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -108,9 +134,16 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).expect("read response");
     let text = String::from_utf8_lossy(&raw).to_string();
-    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("status line");
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)
     } else {
         body.to_string()
@@ -121,7 +154,9 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]
 fn dechunk(mut s: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = s.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
         if n == 0 || rest.len() < n {
             break;
         }

@@ -51,13 +51,22 @@ impl MockUpstream {
         format!("http://{}", self.addr)
     }
     pub fn calls_with(&self, key: &str) -> u64 {
-        self.counters.by_key.lock().expect("lock").get(key).copied().unwrap_or(0)
+        self.counters
+            .by_key
+            .lock()
+            .expect("lock")
+            .get(key)
+            .copied()
+            .unwrap_or(0)
     }
 }
 
 /// The mock's router, accepting `keys`.
 pub fn router(keys: &[&str], counters: Arc<Counters>) -> Router {
-    let m = Arc::new(Mock { keys: keys.iter().map(|k| k.to_string()).collect(), counters });
+    let m = Arc::new(Mock {
+        keys: keys.iter().map(|k| k.to_string()).collect(),
+        counters,
+    });
     Router::new()
         .route("/v1/chat/completions", post(openai_chat))
         .route("/v1/messages", post(claude_messages))
@@ -69,7 +78,9 @@ pub fn router(keys: &[&str], counters: Arc<Counters>) -> Router {
 pub async fn start(keys: &[&str]) -> MockUpstream {
     let counters = Arc::new(Counters::default());
     let app = router(keys, counters.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind mock");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind mock");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -82,11 +93,19 @@ pub fn start_in_thread(keys: &[&str]) -> MockUpstream {
     let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
         rt.block_on(async move {
             let k: Vec<&str> = keys.iter().map(String::as_str).collect();
             let m = start(&k).await;
-            tx.send(MockUpstream { addr: m.addr, counters: m.counters }).expect("send");
+            tx.send(MockUpstream {
+                addr: m.addr,
+                counters: m.counters,
+            })
+            .expect("send");
             std::future::pending::<()>().await
         });
     });
@@ -94,7 +113,11 @@ pub fn start_in_thread(keys: &[&str]) -> MockUpstream {
 }
 
 fn respond(status: StatusCode, ct: &'static str, body: impl Into<Body>) -> Response {
-    Response::builder().status(status).header(header::CONTENT_TYPE, ct).body(body.into()).expect("response")
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, ct)
+        .body(body.into())
+        .expect("response")
 }
 
 fn json_resp(status: StatusCode, v: Value) -> Response {
@@ -108,7 +131,13 @@ impl Mock {
             return false;
         }
         self.counters.total.fetch_add(1, Ordering::Relaxed);
-        *self.counters.by_key.lock().expect("lock").entry(k.to_string()).or_default() += 1;
+        *self
+            .counters
+            .by_key
+            .lock()
+            .expect("lock")
+            .entry(k.to_string())
+            .or_default() += 1;
         true
     }
 }
@@ -123,11 +152,24 @@ fn scripted_error(model: &str, openai: bool) -> Option<Response> {
         json_resp(status, body)
     };
     match model {
-        "mock-500" => Some(err(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "mock upstream failure")),
-        "mock-400" => Some(err(StatusCode::BAD_REQUEST, "invalid_request_error", "mock says the request is invalid")),
+        "mock-500" => Some(err(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "mock upstream failure",
+        )),
+        "mock-400" => Some(err(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "mock says the request is invalid",
+        )),
         "mock-429" => {
-            let mut r = err(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "mock rate limit");
-            r.headers_mut().insert("retry-after", "1".parse().expect("header"));
+            let mut r = err(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "mock rate limit",
+            );
+            r.headers_mut()
+                .insert("retry-after", "1".parse().expect("header"));
             Some(r)
         }
         _ => None,
@@ -138,17 +180,28 @@ fn scripted_error(model: &str, openai: bool) -> Option<Response> {
 fn last_tool_result(body: &Value) -> Option<String> {
     let last = body.get("messages")?.as_array()?.last()?;
     if last.get("role")?.as_str()? == "tool" {
-        return last.get("content").map(|c| c.as_str().map(str::to_string).unwrap_or_else(|| c.to_string()));
+        return last.get("content").map(|c| {
+            c.as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| c.to_string())
+        });
     }
     let blocks = last.get("content")?.as_array()?;
-    blocks.iter().find(|b| b.get("type").and_then(Value::as_str) == Some("tool_result")).map(|b| {
-        let c = b.get("content").cloned().unwrap_or(Value::Null);
-        match &c {
-            Value::String(s) => s.clone(),
-            Value::Array(parts) => parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join(""),
-            other => other.to_string(),
-        }
-    })
+    blocks
+        .iter()
+        .find(|b| b.get("type").and_then(Value::as_str) == Some("tool_result"))
+        .map(|b| {
+            let c = b.get("content").cloned().unwrap_or(Value::Null);
+            match &c {
+                Value::String(s) => s.clone(),
+                Value::Array(parts) => parts
+                    .iter()
+                    .filter_map(|p| p.get("text").and_then(Value::as_str))
+                    .collect::<Vec<_>>()
+                    .join(""),
+                other => other.to_string(),
+            }
+        })
 }
 
 fn sse(events: Vec<(Option<&str>, String)>) -> Response {
@@ -163,15 +216,28 @@ fn sse(events: Vec<(Option<&str>, String)>) -> Response {
 }
 
 async fn openai_chat(State(m): State<Arc<Mock>>, headers: HeaderMap, body: Bytes) -> Response {
-    let key = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let key = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
     if !m.check(key) {
-        return json_resp(StatusCode::UNAUTHORIZED, json!({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error", "code": "invalid_api_key"}}));
+        return json_resp(
+            StatusCode::UNAUTHORIZED,
+            json!({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error", "code": "invalid_api_key"}}),
+        );
     }
     let Ok(req) = serde_json::from_slice::<Value>(&body) else {
-        return json_resp(StatusCode::BAD_REQUEST, json!({"error": {"message": "invalid JSON", "type": "invalid_request_error"}}));
+        return json_resp(
+            StatusCode::BAD_REQUEST,
+            json!({"error": {"message": "invalid JSON", "type": "invalid_request_error"}}),
+        );
     };
     *m.counters.last_body.lock().expect("lock") = Some(req.clone());
-    let model = req.get("model").and_then(Value::as_str).unwrap_or("gpt-mock").to_string();
+    let model = req
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("gpt-mock")
+        .to_string();
     if let Some(r) = scripted_error(&model, true) {
         return r;
     }
@@ -191,21 +257,40 @@ async fn openai_chat(State(m): State<Arc<Mock>>, headers: HeaderMap, body: Bytes
             json!({"role": "assistant", "content": text})
         };
         let finish = if wants_tool { "tool_calls" } else { "stop" };
-        return json_resp(StatusCode::OK, json!({
-            "id": id, "object": "chat.completion", "created": 1700000000, "model": model,
-            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-            "usage": usage,
-        }));
+        return json_resp(
+            StatusCode::OK,
+            json!({
+                "id": id, "object": "chat.completion", "created": 1700000000, "model": model,
+                "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                "usage": usage,
+            }),
+        );
     }
     let chunk = |delta: Value, finish: Value| {
         json!({"id": id, "object": "chat.completion.chunk", "created": 1700000000, "model": model,
-               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}).to_string()
+               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        .to_string()
     };
-    let mut ev = vec![(None, chunk(json!({"role": "assistant", "content": ""}), Value::Null))];
+    let mut ev = vec![(
+        None,
+        chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+    )];
     if wants_tool {
         ev.push((None, chunk(json!({"tool_calls": [{"index": 0, "id": "call_mock_1", "type": "function", "function": {"name": "get_weather", "arguments": ""}}]}), Value::Null)));
-        ev.push((None, chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\":"}}]}), Value::Null)));
-        ev.push((None, chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"Paris\"}"}}]}), Value::Null)));
+        ev.push((
+            None,
+            chunk(
+                json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\":"}}]}),
+                Value::Null,
+            ),
+        ));
+        ev.push((
+            None,
+            chunk(
+                json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"Paris\"}"}}]}),
+                Value::Null,
+            ),
+        ));
         ev.push((None, chunk(json!({}), json!("tool_calls"))));
     } else {
         let words: Vec<&str> = text.split_inclusive(' ').collect();
@@ -214,7 +299,11 @@ async fn openai_chat(State(m): State<Arc<Mock>>, headers: HeaderMap, body: Bytes
         }
         ev.push((None, chunk(json!({}), json!("stop"))));
     }
-    if req.pointer("/stream_options/include_usage").and_then(Value::as_bool) == Some(true) {
+    if req
+        .pointer("/stream_options/include_usage")
+        .and_then(Value::as_bool)
+        == Some(true)
+    {
         ev.push((None, json!({"id": id, "object": "chat.completion.chunk", "created": 1700000000, "model": model, "choices": [], "usage": usage}).to_string()));
     }
     ev.push((None, "[DONE]".to_string()));
@@ -224,16 +313,29 @@ async fn openai_chat(State(m): State<Arc<Mock>>, headers: HeaderMap, body: Bytes
 async fn claude_messages(State(m): State<Arc<Mock>>, headers: HeaderMap, body: Bytes) -> Response {
     let key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
     if !m.check(key) {
-        return json_resp(StatusCode::UNAUTHORIZED, json!({"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}}));
+        return json_resp(
+            StatusCode::UNAUTHORIZED,
+            json!({"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}}),
+        );
     }
     if headers.get("anthropic-version").is_none() {
-        return json_resp(StatusCode::BAD_REQUEST, json!({"type": "error", "error": {"type": "invalid_request_error", "message": "anthropic-version header is required"}}));
+        return json_resp(
+            StatusCode::BAD_REQUEST,
+            json!({"type": "error", "error": {"type": "invalid_request_error", "message": "anthropic-version header is required"}}),
+        );
     }
     let Ok(req) = serde_json::from_slice::<Value>(&body) else {
-        return json_resp(StatusCode::BAD_REQUEST, json!({"type": "error", "error": {"type": "invalid_request_error", "message": "invalid JSON"}}));
+        return json_resp(
+            StatusCode::BAD_REQUEST,
+            json!({"type": "error", "error": {"type": "invalid_request_error", "message": "invalid JSON"}}),
+        );
     };
     *m.counters.last_body.lock().expect("lock") = Some(req.clone());
-    let model = req.get("model").and_then(Value::as_str).unwrap_or("claude-mock").to_string();
+    let model = req
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("claude-mock")
+        .to_string();
     if let Some(r) = scripted_error(&model, false) {
         return r;
     }
@@ -250,11 +352,14 @@ async fn claude_messages(State(m): State<Arc<Mock>>, headers: HeaderMap, body: B
         } else {
             json!([{"type": "text", "text": text}])
         };
-        return json_resp(StatusCode::OK, json!({
-            "id": "msg_mock", "type": "message", "role": "assistant", "model": model, "content": content,
-            "stop_reason": if wants_tool { "tool_use" } else { "end_turn" }, "stop_sequence": null,
-            "usage": {"input_tokens": 12, "output_tokens": 6},
-        }));
+        return json_resp(
+            StatusCode::OK,
+            json!({
+                "id": "msg_mock", "type": "message", "role": "assistant", "model": model, "content": content,
+                "stop_reason": if wants_tool { "tool_use" } else { "end_turn" }, "stop_sequence": null,
+                "usage": {"input_tokens": 12, "output_tokens": 6},
+            }),
+        );
     }
     let mut ev: Vec<(Option<&str>, String)> = vec![(Some("message_start"), json!({"type": "message_start", "message": {
         "id": "msg_mock", "type": "message", "role": "assistant", "model": model, "content": [],
@@ -270,9 +375,15 @@ async fn claude_messages(State(m): State<Arc<Mock>>, headers: HeaderMap, body: B
             ev.push((Some("content_block_delta"), json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w}}).to_string()));
         }
     }
-    ev.push((Some("content_block_stop"), json!({"type": "content_block_stop", "index": 0}).to_string()));
+    ev.push((
+        Some("content_block_stop"),
+        json!({"type": "content_block_stop", "index": 0}).to_string(),
+    ));
     ev.push((Some("message_delta"), json!({"type": "message_delta", "delta": {"stop_reason": if wants_tool { "tool_use" } else { "end_turn" }, "stop_sequence": null}, "usage": {"output_tokens": 6}}).to_string()));
-    ev.push((Some("message_stop"), json!({"type": "message_stop"}).to_string()));
+    ev.push((
+        Some("message_stop"),
+        json!({"type": "message_stop"}).to_string(),
+    ));
     sse(ev)
 }
 
@@ -283,7 +394,13 @@ async fn models(State(m): State<Arc<Mock>>, headers: HeaderMap) -> Response {
         .and_then(|v| v.strip_prefix("Bearer "))
         .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()));
     if !m.check(key) {
-        return json_resp(StatusCode::UNAUTHORIZED, json!({"error": {"message": "bad key"}}));
+        return json_resp(
+            StatusCode::UNAUTHORIZED,
+            json!({"error": {"message": "bad key"}}),
+        );
     }
-    json_resp(StatusCode::OK, json!({"object": "list", "data": [{"id": "gpt-mock", "object": "model", "owned_by": "mock"}]}))
+    json_resp(
+        StatusCode::OK,
+        json!({"object": "list", "data": [{"id": "gpt-mock", "object": "model", "owned_by": "mock"}]}),
+    )
 }

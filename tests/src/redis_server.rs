@@ -15,7 +15,11 @@ pub struct RedisServer {
 
 /// A free loopback TCP port (bound, read, released).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind :0").local_addr().expect("addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind :0")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 impl RedisServer {
@@ -28,7 +32,12 @@ impl RedisServer {
     /// `["--requirepass", "pw"]`).
     pub fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut s = Self { child: None, port: free_port(), dir, extra: extra.iter().map(|s| s.to_string()).collect() };
+        let mut s = Self {
+            child: None,
+            port: free_port(),
+            dir,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
         s.spawn();
         s
     }
@@ -36,15 +45,24 @@ impl RedisServer {
     fn spawn(&mut self) {
         let log = self.dir.path().join("redis.log");
         let mut cmd = Command::new("redis-server");
-        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .arg("--logfile")
-            .arg(&log)
-            .args(&self.extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let child = cmd.spawn().expect("spawn redis-server (is it installed? .ci/run installs it)");
+        cmd.args([
+            "--port",
+            &self.port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .arg("--dir")
+        .arg(self.dir.path())
+        .arg("--logfile")
+        .arg(&log)
+        .args(&self.extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        let child = cmd
+            .spawn()
+            .expect("spawn redis-server (is it installed? .ci/run installs it)");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
@@ -54,7 +72,10 @@ impl RedisServer {
             std::thread::sleep(Duration::from_millis(20));
         }
         let log = std::fs::read_to_string(&log).unwrap_or_default();
-        panic!("redis-server on port {} did not come up; log:\n{log}", self.port);
+        panic!(
+            "redis-server on port {} did not come up; log:\n{log}",
+            self.port
+        );
     }
 
     fn ping(&self) -> bool {
@@ -71,7 +92,10 @@ impl RedisServer {
     }
 
     fn password(&self) -> Option<String> {
-        self.extra.iter().position(|a| a == "--requirepass").and_then(|i| self.extra.get(i + 1).cloned())
+        self.extra
+            .iter()
+            .position(|a| a == "--requirepass")
+            .and_then(|i| self.extra.get(i + 1).cloned())
     }
 
     /// `redis://127.0.0.1:<port>/<db>` (with the password if one was set).

@@ -7,8 +7,13 @@ use serde_json::json;
 async fn fresh() -> Backend {
     let lib = loader::load_storage(aiclient_tests::artifacts::get().lib("aiclient_backend_memory"))
         .expect("load the memory backend");
-    let storage = create_storage(&lib, &json!({"instance_id": "test"})).await.expect("create");
-    Backend { storage, guards: Vec::new() }
+    let storage = create_storage(&lib, &json!({"instance_id": "test"}))
+        .await
+        .expect("create");
+    Backend {
+        storage,
+        guards: Vec::new(),
+    }
 }
 
 aiclient_tests::conformance_suite!(fresh);

@@ -11,7 +11,10 @@ use serde_json::json;
 fn one_line(e: &loader::LoadError, path: &Path) -> String {
     let msg = e.to_string();
     assert!(!msg.contains('\n'), "a load error is one line: {msg}");
-    assert!(msg.contains(&path.display().to_string()), "names the file: {msg}");
+    assert!(
+        msg.contains(&path.display().to_string()),
+        "names the file: {msg}"
+    );
     msg
 }
 
@@ -24,7 +27,8 @@ async fn loads_the_memory_backend_with_its_info_and_sdk_version() {
     assert_eq!(lib.inspected.sdk_version, aiclient_sdk::SDK_VERSION);
     // Loading another backend after it returns that one, not a cached first module
     // (RootModule::load_from_file's trap).
-    let other = loader::load_storage(artifacts::get().lib("aiclient_fixture_panic_plugin")).expect("load fixture");
+    let other = loader::load_storage(artifacts::get().lib("aiclient_fixture_panic_plugin"))
+        .expect("load fixture");
     assert_eq!(other.info.name.as_str(), "panic-fixture");
     let s = create_storage(&other, &json!({})).await.expect("create");
     assert_eq!(s.name(), "panic-fixture");
@@ -34,11 +38,17 @@ async fn loads_the_memory_backend_with_its_info_and_sdk_version() {
 fn a_missing_file_is_one_line() {
     let dir = tempfile::tempdir().expect("tmp");
     let path = dir.path().join("libnothing.so");
-    let e = loader::load_storage(&path).err().expect("missing file fails");
+    let e = loader::load_storage(&path)
+        .err()
+        .expect("missing file fails");
     assert!(one_line(&e, &path).contains("file not found"));
-    let e = loader::resolve(dir.path(), "nothing", loader::Kind::Storage).expect_err("resolve fails");
+    let e =
+        loader::resolve(dir.path(), "nothing", loader::Kind::Storage).expect_err("resolve fails");
     let msg = e.to_string();
-    assert!(msg.contains("libnothing.so") && msg.contains("libaiclient_backend_nothing.so"), "lists what it tried: {msg}");
+    assert!(
+        msg.contains("libnothing.so") && msg.contains("libaiclient_backend_nothing.so"),
+        "lists what it tried: {msg}"
+    );
 }
 
 #[test]
@@ -70,9 +80,14 @@ fn a_library_without_a_root_module_is_not_a_plugin() {
 #[test]
 fn the_wrong_kind_is_named() {
     let path = artifacts::get().lib("aiclient_backend_memory");
-    let e = loader::load_provider(path).err().expect("a backend is not a provider");
+    let e = loader::load_provider(path)
+        .err()
+        .expect("a backend is not a provider");
     let msg = one_line(&e, path);
-    assert!(msg.contains("wrong plugin kind: it is a storage backend, expected a provider plugin"), "{msg}");
+    assert!(
+        msg.contains("wrong plugin kind: it is a storage backend, expected a provider plugin"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -80,8 +95,14 @@ fn a_plugin_built_against_another_sdk_version_is_refused_in_one_line() {
     let path = artifacts::get().lib("aiclient_fixture_old_sdk_plugin");
     let e = loader::load_storage(path).err().expect("refused");
     let msg = one_line(&e, path);
-    assert!(msg.contains("incompatible SDK version: built against aiclient-sdk 0.0.7"), "{msg}");
-    assert!(msg.contains(aiclient_sdk::SDK_VERSION), "says what to rebuild against: {msg}");
+    assert!(
+        msg.contains("incompatible SDK version: built against aiclient-sdk 0.0.7"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(aiclient_sdk::SDK_VERSION),
+        "says what to rebuild against: {msg}"
+    );
 }
 
 #[test]
@@ -89,26 +110,46 @@ fn an_abi_layout_mismatch_is_summarized_to_one_line() {
     let path = artifacts::get().lib("aiclient_fixture_bad_layout_plugin");
     let e = loader::load_storage(path).err().expect("refused");
     let msg = one_line(&e, path);
-    assert!(msg.contains("incompatible plugin interface: mismatched package / Expected: aiclient-sdk"), "{msg}");
-    assert!(msg.len() < 600, "abi_stable's report is summarised, not dumped ({} chars): {msg}", msg.len());
+    assert!(
+        msg.contains("incompatible plugin interface: mismatched package / Expected: aiclient-sdk"),
+        "{msg}"
+    );
+    assert!(
+        msg.len() < 600,
+        "abi_stable's report is summarised, not dumped ({} chars): {msg}",
+        msg.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn panics_in_a_plugin_come_back_as_errors_and_the_host_keeps_going() {
-    let lib = loader::load_storage(artifacts::get().lib("aiclient_fixture_panic_plugin")).expect("load");
+    let lib =
+        loader::load_storage(artifacts::get().lib("aiclient_fixture_panic_plugin")).expect("load");
 
-    let e = create_storage(&lib, &json!({"panic_in_create": true})).await.err().expect("create panics");
+    let e = create_storage(&lib, &json!({"panic_in_create": true}))
+        .await
+        .err()
+        .expect("create panics");
     assert_eq!(e.code, ErrorCode::PANIC);
-    assert!(e.message.contains("create panics on purpose"), "keeps the message: {e}");
+    assert!(
+        e.message.contains("create panics on purpose"),
+        "keeps the message: {e}"
+    );
 
     let s = create_storage(&lib, &json!({})).await.expect("create");
     let e = s.status().await.expect_err("first status panics");
     assert_eq!(e.code, ErrorCode::PANIC);
     assert!(e.message.contains("status call 0 panics on purpose"), "{e}");
-    let st = s.status().await.expect("second status works: the plugin is still usable");
+    let st = s
+        .status()
+        .await
+        .expect("second status works: the plugin is still usable");
     assert_eq!(st["backend"], "panic-fixture");
 
-    let e = s.get_config().await.expect_err("panics before its future exists");
+    let e = s
+        .get_config()
+        .await
+        .expect_err("panics before its future exists");
     assert_eq!(e.code, ErrorCode::PANIC);
     assert!(e.message.contains("before returning its future"), "{e}");
 
@@ -120,12 +161,17 @@ async fn panics_in_a_plugin_come_back_as_errors_and_the_host_keeps_going() {
     let mut tasks = Vec::new();
     for _ in 0..32 {
         let s = s.clone();
-        tasks.push(tokio::spawn(async move { s.set_config("{}").await.map_err(|e| e.code) }));
+        tasks.push(tokio::spawn(async move {
+            s.set_config("{}").await.map_err(|e| e.code)
+        }));
     }
     for t in tasks {
         assert_eq!(t.await.expect("task"), Err(ErrorCode::PANIC));
     }
     let answers = [s.status().await.is_ok(), s.status().await.is_ok()];
-    assert_eq!(answers.iter().filter(|ok| **ok).count(), 1, "status keeps alternating: the plugin still answers");
+    assert_eq!(
+        answers.iter().filter(|ok| **ok).count(),
+        1,
+        "status keeps alternating: the plugin still answers"
+    );
 }
-

@@ -26,28 +26,52 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
     fn on_event(&self, e: &tracing::Event<'_>, _: Context<'_, S>) {
         let mut f = Fields(String::new());
         e.record(&mut f);
-        self.0.lock().expect("lock").push((e.metadata().target().to_string(), f.0));
+        self.0
+            .lock()
+            .expect("lock")
+            .push((e.metadata().target().to_string(), f.0));
     }
 }
 
 #[tokio::test]
 async fn plugin_events_and_panics_reach_the_host_subscriber() {
     let cap = Capture::default();
-    let sub = tracing_subscriber::registry().with(tracing_subscriber::filter::LevelFilter::DEBUG).with(cap.clone());
+    let sub = tracing_subscriber::registry()
+        .with(tracing_subscriber::filter::LevelFilter::DEBUG)
+        .with(cap.clone());
     tracing::subscriber::set_global_default(sub).expect("install subscriber");
 
-    let lib = loader::load_storage(aiclient_tests::artifacts::get().lib("aiclient_fixture_panic_plugin")).expect("load");
+    let lib =
+        loader::load_storage(aiclient_tests::artifacts::get().lib("aiclient_fixture_panic_plugin"))
+            .expect("load");
     let s = create_storage(&lib, &json!({})).await.expect("create");
     s.status().await.expect_err("the first status call panics");
 
     let events = cap.0.lock().expect("lock").clone();
-    let created = events.iter().find(|(t, f)| t == "plugin" && f.contains("panic fixture created"));
-    let (_, fields) = created.unwrap_or_else(|| panic!("the plugin's info event arrived: {events:#?}"));
-    assert!(fields.contains("plugin=panic-fixture"), "tagged with the plugin's name: {fields}");
-    assert!(fields.contains("plugin.target=aiclient_fixture_panic_plugin"), "keeps the plugin's target: {fields}");
-    assert!(fields.contains("answer=42"), "keeps the event's fields: {fields}");
+    let created = events
+        .iter()
+        .find(|(t, f)| t == "plugin" && f.contains("panic fixture created"));
+    let (_, fields) =
+        created.unwrap_or_else(|| panic!("the plugin's info event arrived: {events:#?}"));
+    assert!(
+        fields.contains("plugin=panic-fixture"),
+        "tagged with the plugin's name: {fields}"
+    );
+    assert!(
+        fields.contains("plugin.target=aiclient_fixture_panic_plugin"),
+        "keeps the plugin's target: {fields}"
+    );
+    assert!(
+        fields.contains("answer=42"),
+        "keeps the event's fields: {fields}"
+    );
 
-    let panicked = events.iter().find(|(t, f)| t == "plugin" && f.contains("panicked: status call 0 panics on purpose"));
+    let panicked = events
+        .iter()
+        .find(|(t, f)| t == "plugin" && f.contains("panicked: status call 0 panics on purpose"));
     let (_, fields) = panicked.unwrap_or_else(|| panic!("the panic was reported: {events:#?}"));
-    assert!(fields.contains("panic-plugin/src/lib.rs"), "with its location: {fields}");
+    assert!(
+        fields.contains("panic-plugin/src/lib.rs"),
+        "with its location: {fields}"
+    );
 }

@@ -21,7 +21,20 @@ fn official_python_sdks_work_against_the_gateway() {
     });
     std::fs::write(configs.join("config.json"), config.to_string()).expect("write");
     std::fs::write(configs.join("provider_pools.json"), pools.to_string()).expect("write");
-    let gw = Gateway::start(dir.path(), &["--storage", "file", "--config-dir", configs.to_str().expect("utf8"), "--provider", "openai-custom", "--provider", "claude-custom"], &[]);
+    let gw = Gateway::start(
+        dir.path(),
+        &[
+            "--storage",
+            "file",
+            "--config-dir",
+            configs.to_str().expect("utf8"),
+            "--provider",
+            "openai-custom",
+            "--provider",
+            "claude-custom",
+        ],
+        &[],
+    );
 
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/sdk_e2e.py");
     let out = Command::new("python3")
@@ -32,6 +45,9 @@ fn official_python_sdks_work_against_the_gateway() {
         .expect("run python3 (is it installed?)");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "python SDK checks failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "python SDK checks failed:\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains(" 0 failed"), "{stdout}");
 }

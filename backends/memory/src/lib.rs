@@ -13,12 +13,12 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use abi_stable::std_types::{ROption, RString};
+use aiclient_sdk::PluginError;
 use aiclient_sdk::account::{STATE_FIELDS, merge_patch, now_ms, refresh_token_of};
 use aiclient_sdk::storage::{
-    Account, AccountState, Change, ChangeHub, ChangeKind, ChangeSubscription, PluginState,
-    Session, StateUpdate, StorageBackend, TokenCas,
+    Account, AccountState, Change, ChangeHub, ChangeKind, ChangeSubscription, PluginState, Session,
+    StateUpdate, StorageBackend, TokenCas,
 };
-use aiclient_sdk::PluginError;
 use indexmap::IndexMap;
 use serde_json::{Value, json};
 
@@ -52,7 +52,11 @@ impl MemoryBackend {
             .and_then(Value::as_str)
             .map(str::to_string)
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        Self { store: Mutex::new(Store::default()), changes: ChangeHub::default(), instance }
+        Self {
+            store: Mutex::new(Store::default()),
+            changes: ChangeHub::default(),
+            instance,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Store> {
@@ -66,7 +70,8 @@ impl MemoryBackend {
     }
 
     fn publish_account(&self, kind: ChangeKind, t: &str, u: &str) {
-        self.changes.publish(Change::account(kind, t, u, &self.instance));
+        self.changes
+            .publish(Change::account(kind, t, u, &self.instance));
     }
 }
 
@@ -82,8 +87,12 @@ fn not_found(t: &str, u: &str) -> PluginError {
 fn object(what: &str, json: &str) -> Result<serde_json::Map<String, Value>, PluginError> {
     match serde_json::from_str::<Value>(json) {
         Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(PluginError::invalid_input(format!("{what} must be a JSON object"))),
-        Err(e) => Err(PluginError::invalid_input(format!("{what}: invalid JSON: {e}"))),
+        Ok(_) => Err(PluginError::invalid_input(format!(
+            "{what} must be a JSON object"
+        ))),
+        Err(e) => Err(PluginError::invalid_input(format!(
+            "{what}: invalid JSON: {e}"
+        ))),
     }
 }
 
@@ -116,7 +125,10 @@ impl StorageBackend for MemoryBackend {
         Ok(self.lock().pools.keys().cloned().collect())
     }
 
-    async fn list_accounts(&self, provider_type: Option<&str>) -> Result<Vec<Account>, PluginError> {
+    async fn list_accounts(
+        &self,
+        provider_type: Option<&str>,
+    ) -> Result<Vec<Account>, PluginError> {
         let s = self.lock();
         let to_account = |t: &String, (u, (c, st)): (&String, &(String, AccountState))| Account {
             provider_type: t.as_str().into(),
@@ -139,27 +151,37 @@ impl StorageBackend for MemoryBackend {
 
     async fn get_account(&self, t: &str, u: &str) -> Result<Option<Account>, PluginError> {
         let s = self.lock();
-        Ok(s.pools.get(t).and_then(|p| p.get(u)).map(|(c, st)| Account {
-            provider_type: t.into(),
-            uuid: u.into(),
-            config: c.as_str().into(),
-            state: st.clone(),
-        }))
+        Ok(s.pools
+            .get(t)
+            .and_then(|p| p.get(u))
+            .map(|(c, st)| Account {
+                provider_type: t.into(),
+                uuid: u.into(),
+                config: c.as_str().into(),
+                state: st.clone(),
+            }))
     }
 
     async fn add_account(&self, account: Account) -> Result<(), PluginError> {
         let (t, u) = (account.provider_type.as_str(), account.uuid.as_str());
         if t.is_empty() || u.is_empty() {
-            return Err(PluginError::invalid_input("provider type and uuid must not be empty"));
+            return Err(PluginError::invalid_input(
+                "provider type and uuid must not be empty",
+            ));
         }
         object("account config", &account.config)?;
         {
             let mut s = self.lock();
             let pool = s.pools.entry(t.to_string()).or_default();
             if pool.contains_key(u) {
-                return Err(PluginError::conflict(format!("account {u} of type {t} exists")));
+                return Err(PluginError::conflict(format!(
+                    "account {u} of type {t} exists"
+                )));
             }
-            pool.insert(u.to_string(), (account.config.to_string(), account.state.clone()));
+            pool.insert(
+                u.to_string(),
+                (account.config.to_string(), account.state.clone()),
+            );
         }
         self.publish_account(ChangeKind::ACCOUNT, t, u);
         Ok(())
@@ -167,7 +189,9 @@ impl StorageBackend for MemoryBackend {
 
     async fn update_account(&self, t: &str, u: &str, patch: Value) -> Result<Account, PluginError> {
         let Value::Object(p) = &patch else {
-            return Err(PluginError::invalid_input("an account patch must be a JSON object"));
+            return Err(PluginError::invalid_input(
+                "an account patch must be a JSON object",
+            ));
         };
         if let Some((name, _)) = STATE_FIELDS.iter().find(|(n, _)| p.contains_key(*n)) {
             return Err(PluginError::invalid_input(format!(
@@ -175,16 +199,27 @@ impl StorageBackend for MemoryBackend {
             )));
         }
         if p.get("uuid").is_some_and(|v| v.as_str() != Some(u)) {
-            return Err(PluginError::invalid_input("a patch cannot change an account's uuid"));
+            return Err(PluginError::invalid_input(
+                "a patch cannot change an account's uuid",
+            ));
         }
         let acct = {
             let mut s = self.lock();
-            let (c, st) = s.pools.get_mut(t).and_then(|p| p.get_mut(u)).ok_or_else(|| not_found(t, u))?;
+            let (c, st) = s
+                .pools
+                .get_mut(t)
+                .and_then(|p| p.get_mut(u))
+                .ok_or_else(|| not_found(t, u))?;
             let mut cfg: Value = serde_json::from_str(c)
                 .map_err(|e| PluginError::internal(format!("stored account config: {e}")))?;
             merge_patch(&mut cfg, &patch);
             *c = cfg.to_string();
-            Account { provider_type: t.into(), uuid: u.into(), config: c.as_str().into(), state: st.clone() }
+            Account {
+                provider_type: t.into(),
+                uuid: u.into(),
+                config: c.as_str().into(),
+                state: st.clone(),
+            }
         };
         self.publish_account(ChangeKind::ACCOUNT, t, u);
         Ok(acct)
@@ -208,10 +243,19 @@ impl StorageBackend for MemoryBackend {
         Ok(existed)
     }
 
-    async fn update_state(&self, t: &str, u: &str, update: StateUpdate) -> Result<AccountState, PluginError> {
+    async fn update_state(
+        &self,
+        t: &str,
+        u: &str,
+        update: StateUpdate,
+    ) -> Result<AccountState, PluginError> {
         let st = {
             let mut s = self.lock();
-            let (_, st) = s.pools.get_mut(t).and_then(|p| p.get_mut(u)).ok_or_else(|| not_found(t, u))?;
+            let (_, st) = s
+                .pools
+                .get_mut(t)
+                .and_then(|p| p.get_mut(u))
+                .ok_or_else(|| not_found(t, u))?;
             update.apply(st);
             st.clone()
         };
@@ -236,7 +280,13 @@ impl StorageBackend for MemoryBackend {
         Ok(())
     }
 
-    async fn cas_token(&self, t: &str, u: &str, expected: &str, json: String) -> Result<TokenCas, PluginError> {
+    async fn cas_token(
+        &self,
+        t: &str,
+        u: &str,
+        expected: &str,
+        json: String,
+    ) -> Result<TokenCas, PluginError> {
         object("token", &json)?;
         let result = {
             let mut s = self.lock();
@@ -245,12 +295,20 @@ impl StorageBackend for MemoryBackend {
             }
             let k = key(t, u);
             let current = s.tokens.get(&k);
-            let current_rt = current.and_then(|c| refresh_token_of(c)).unwrap_or_default();
+            let current_rt = current
+                .and_then(|c| refresh_token_of(c))
+                .unwrap_or_default();
             if current_rt == expected {
                 s.tokens.insert(k, json);
-                TokenCas { swapped: true, current: ROption::RNone }
+                TokenCas {
+                    swapped: true,
+                    current: ROption::RNone,
+                }
             } else {
-                TokenCas { swapped: false, current: current.map(|c| RString::from(c.as_str())).into() }
+                TokenCas {
+                    swapped: false,
+                    current: current.map(|c| RString::from(c.as_str())).into(),
+                }
             }
         };
         if result.swapped {
@@ -267,9 +325,17 @@ impl StorageBackend for MemoryBackend {
         Ok(existed)
     }
 
-    async fn acquire_lock(&self, t: &str, u: &str, owner: &str, ttl_ms: u64) -> Result<bool, PluginError> {
+    async fn acquire_lock(
+        &self,
+        t: &str,
+        u: &str,
+        owner: &str,
+        ttl_ms: u64,
+    ) -> Result<bool, PluginError> {
         if owner.is_empty() || ttl_ms == 0 {
-            return Err(PluginError::invalid_input("a lock needs an owner and a ttl"));
+            return Err(PluginError::invalid_input(
+                "a lock needs an owner and a ttl",
+            ));
         }
         let mut s = self.lock();
         let now = Instant::now();
@@ -277,7 +343,8 @@ impl StorageBackend for MemoryBackend {
         match s.locks.get(&k) {
             Some((o, exp)) if *exp > now && o != owner => Ok(false),
             _ => {
-                s.locks.insert(k, (owner.to_string(), now + Duration::from_millis(ttl_ms)));
+                s.locks
+                    .insert(k, (owner.to_string(), now + Duration::from_millis(ttl_ms)));
                 Ok(true)
             }
         }
@@ -342,7 +409,13 @@ impl StorageBackend for MemoryBackend {
 
     async fn list_sessions(&self) -> Result<Vec<Session>, PluginError> {
         let now = now_ms();
-        Ok(self.lock().sessions.values().filter(|v| v.expires_at > now).cloned().collect())
+        Ok(self
+            .lock()
+            .sessions
+            .values()
+            .filter(|v| v.expires_at > now)
+            .cloned()
+            .collect())
     }
 
     async fn get_usage_cache(&self) -> Result<Option<String>, PluginError> {

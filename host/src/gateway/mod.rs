@@ -19,7 +19,9 @@ use std::time::Duration;
 use abi_stable::std_types::{ROption, RString};
 use aiclient_convert::{Protocol, StreamConverter};
 use aiclient_sdk::account::now_ms;
-use aiclient_sdk::provider::{AccountAction, EventStreamObject, Operation, ProviderReply, ProviderRequest};
+use aiclient_sdk::provider::{
+    AccountAction, EventStreamObject, Operation, ProviderReply, ProviderRequest,
+};
 use aiclient_sdk::storage::ChangeKind;
 use aiclient_sdk::{ErrorCode, PluginError};
 use arc_swap::ArcSwap;
@@ -127,7 +129,8 @@ impl Gateway {
     }
 
     pub async fn reload_settings(&self) -> Result<(), PluginError> {
-        self.settings.store(Arc::new(load_settings(&self.storage).await?));
+        self.settings
+            .store(Arc::new(load_settings(&self.storage).await?));
         Ok(())
     }
 
@@ -135,7 +138,10 @@ impl Gateway {
     pub async fn apply_plugin_states(&self) -> Result<(), PluginError> {
         let states = self.storage.list_plugin_states().await?;
         for p in &self.providers.plugins {
-            let enabled = states.iter().find(|s| s.name.as_str() == p.name).is_none_or(|s| s.enabled);
+            let enabled = states
+                .iter()
+                .find(|s| s.name.as_str() == p.name)
+                .is_none_or(|s| s.enabled);
             p.enabled.store(enabled, Ordering::Relaxed);
         }
         Ok(())
@@ -143,7 +149,9 @@ impl Gateway {
 
     /// The API key clients must present, if any.
     pub fn required_key(&self) -> Option<String> {
-        self.api_key_override.clone().or_else(|| self.settings.load().api_key.clone())
+        self.api_key_override
+            .clone()
+            .or_else(|| self.settings.load().api_key.clone())
     }
 
     /// Provider types to try for `model`, in order, each with the model to ask it for.
@@ -175,7 +183,10 @@ impl Gateway {
 
     /// Serves one generate call end to end.
     pub async fn generate(self: &Arc<Self>, call: ClientCall) -> Response {
-        let mut last = Failure { status: 503, message: String::new() };
+        let mut last = Failure {
+            status: 503,
+            message: String::new(),
+        };
         let plan = self.plan(&call);
         for (ptype, model) in &plan {
             let Some(plugin) = self.providers.for_type(ptype).cloned() else {
@@ -196,34 +207,55 @@ impl Gateway {
             }
         }
         if last.message.is_empty() {
-            last.message = format!("no healthy account available for {}", plan.iter().map(|p| p.0.as_str()).collect::<Vec<_>>().join(", "));
+            last.message = format!(
+                "no healthy account available for {}",
+                plan.iter()
+                    .map(|p| p.0.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
         }
         error_response(call.protocol, last.status, &last.message)
     }
 
-    fn upstream_body(&self, call: &ClientCall, to: Protocol, model: &str) -> Result<RString, String> {
+    fn upstream_body(
+        &self,
+        call: &ClientCall,
+        to: Protocol,
+        model: &str,
+    ) -> Result<RString, String> {
         if to == call.protocol && model == call.model {
-            return std::str::from_utf8(&call.body).map(RString::from).map_err(|_| "request body is not UTF-8".to_string());
+            return std::str::from_utf8(&call.body)
+                .map(RString::from)
+                .map_err(|_| "request body is not UTF-8".to_string());
         }
-        let mut v = aiclient_convert::convert_request(call.protocol, to, &call.json, model).map_err(|e| e.message)?;
-        if let Some(o) = v.as_object_mut() {
-            if to != Protocol::Gemini {
-                o.insert("model".into(), Value::String(model.to_string()));
-                if call.stream {
-                    o.insert("stream".into(), Value::Bool(true));
-                } else {
-                    o.remove("stream");
-                }
+        let mut v = aiclient_convert::convert_request(call.protocol, to, &call.json, model)
+            .map_err(|e| e.message)?;
+        if let Some(o) = v.as_object_mut()
+            && to != Protocol::Gemini
+        {
+            o.insert("model".into(), Value::String(model.to_string()));
+            if call.stream {
+                o.insert("stream".into(), Value::Bool(true));
+            } else {
+                o.remove("stream");
             }
         }
         Ok(v.to_string().into())
     }
 
-    pub(crate) async fn token_for(&self, slot: &Arc<Slot>) -> Result<Option<Arc<str>>, PluginError> {
+    pub(crate) async fn token_for(
+        &self,
+        slot: &Arc<Slot>,
+    ) -> Result<Option<Arc<str>>, PluginError> {
         if let Some(t) = slot.cached_token() {
             return Ok(t);
         }
-        let t = self.storage.get_token(&slot.provider_type, &slot.uuid).await?.map(Arc::from);
+        let t = self
+            .storage
+            .get_token(&slot.provider_type, &slot.uuid)
+            .await?
+            .map(Arc::from);
         slot.set_cached_token(t.clone());
         Ok(t)
     }
@@ -237,7 +269,10 @@ impl Gateway {
         body: RString,
     ) -> Result<Response, Failure> {
         let s = self.settings.load_full();
-        let mut last = Failure { status: 503, message: format!("no healthy account available for {ptype}") };
+        let mut last = Failure {
+            status: 503,
+            message: format!("no healthy account available for {ptype}"),
+        };
         let mut previous: Option<Arc<str>> = None;
         let (mut switches, mut same) = (0u32, 0u32);
         let options = match s.proxy_for(ptype) {
@@ -274,7 +309,10 @@ impl Gateway {
             let token = match self.fresh_token(plugin, &slot, false, None).await {
                 Ok(t) => t,
                 Err(e) => {
-                    last = Failure { status: 503, message: format!("no usable credential for {ptype}/{}: {e}", slot.uuid) };
+                    last = Failure {
+                        status: 503,
+                        message: format!("no usable credential for {ptype}/{}: {e}", slot.uuid),
+                    };
                     continue;
                 }
             };
@@ -287,17 +325,29 @@ impl Gateway {
                 account_uuid: slot.uuid.as_ref().into(),
                 account: slot.config().as_str().into(),
                 token: token.as_ref().map(|t| RString::from(&**t)).into(),
-                request_id: format!("{}-{}", self.instance_id, self.seq.fetch_add(1, Ordering::Relaxed)).into(),
+                request_id: format!(
+                    "{}-{}",
+                    self.instance_id,
+                    self.seq.fetch_add(1, Ordering::Relaxed)
+                )
+                .into(),
                 timeout_ms: 0,
                 options: options.as_str().into(),
             };
             let reply = match plugin.call(req).await {
                 Ok(r) => r,
                 Err(e) => {
-                    let status = if e.code == ErrorCode::TIMEOUT { 504 } else { 502 };
+                    let status = if e.code == ErrorCode::TIMEOUT {
+                        504
+                    } else {
+                        502
+                    };
                     tracing::warn!(provider = ptype, uuid = %slot.uuid, error = %e, "upstream call failed");
                     self.pools.record_error(&slot, &e.to_string());
-                    last = Failure { status, message: e.message.to_string() };
+                    last = Failure {
+                        status,
+                        message: e.message.to_string(),
+                    };
                     continue;
                 }
             };
@@ -319,32 +369,57 @@ impl Gateway {
                     } else {
                         s.cooldown_ms
                     };
-                    self.pools.cooldown(&slot, now + hint.min(s.cooldown_max_ms.max(1)));
+                    self.pools
+                        .cooldown(&slot, now + hint.min(s.cooldown_max_ms.max(1)));
                 }
                 AccountAction::REFRESH if token.is_some() && !retrying => {
                     // The credential was refused: refresh it (once per expiry, shared with
                     // every other request and instance) and try this account again.
-                    match self.fresh_token(plugin, &slot, true, token.as_deref()).await {
+                    match self
+                        .fresh_token(plugin, &slot, true, token.as_deref())
+                        .await
+                    {
                         Ok(Some(_)) => retry_after_refresh = Some(slot.clone()),
-                        Ok(None) => self.pools.mark_unhealthy(&slot, &format!("upstream {}: {message}", reply.status), None),
+                        Ok(None) => self.pools.mark_unhealthy(
+                            &slot,
+                            &format!("upstream {}: {message}", reply.status),
+                            None,
+                        ),
                         Err(_) => {} // already marked unhealthy with the refresh failure
                     }
                 }
                 AccountAction::UNHEALTHY | AccountAction::REFRESH => {
-                    self.pools.mark_unhealthy(&slot, &format!("upstream {}: {message}", reply.status), None);
+                    self.pools.mark_unhealthy(
+                        &slot,
+                        &format!("upstream {}: {message}", reply.status),
+                        None,
+                    );
                 }
                 AccountAction::QUOTA => {
                     let until = (reply.action_until > now).then_some(reply.action_until);
-                    self.pools.mark_unhealthy(&slot, &format!("quota exhausted: {message}"), until);
+                    self.pools
+                        .mark_unhealthy(&slot, &format!("quota exhausted: {message}"), until);
                 }
-                _ => self.pools.record_error(&slot, &format!("upstream {}: {message}", reply.status)),
+                _ => self
+                    .pools
+                    .record_error(&slot, &format!("upstream {}: {message}", reply.status)),
             }
             tracing::info!(provider = ptype, uuid = %slot.uuid, status = reply.status, "upstream refused; trying another account");
-            last = Failure { status: reply.status, message };
+            last = Failure {
+                status: reply.status,
+                message,
+            };
         }
     }
 
-    fn success(&self, call: &ClientCall, from: Protocol, model: &str, reply: ProviderReply, _slot: Arc<Slot>) -> Response {
+    fn success(
+        &self,
+        call: &ClientCall,
+        from: Protocol,
+        model: &str,
+        reply: ProviderReply,
+        _slot: Arc<Slot>,
+    ) -> Response {
         if let ROption::RSome(stream) = reply.stream {
             return stream_response(call.protocol, from, model, call.gemini_sse, stream);
         }
@@ -353,11 +428,21 @@ impl Gateway {
         }
         let parsed: Value = match serde_json::from_str(&reply.body) {
             Ok(v) => v,
-            Err(e) => return error_response(call.protocol, 502, &format!("upstream answered with invalid JSON: {e}")),
+            Err(e) => {
+                return error_response(
+                    call.protocol,
+                    502,
+                    &format!("upstream answered with invalid JSON: {e}"),
+                );
+            }
         };
         match aiclient_convert::convert_response(from, call.protocol, &parsed, model) {
             Ok(v) => json_response(StatusCode::OK, Body::from(v.to_string())),
-            Err(e) => error_response(call.protocol, 502, &format!("cannot convert the upstream answer: {}", e.message)),
+            Err(e) => error_response(
+                call.protocol,
+                502,
+                &format!("cannot convert the upstream answer: {}", e.message),
+            ),
         }
     }
 }
@@ -386,26 +471,47 @@ fn upstream_message(body: &str, status: u16) -> String {
     });
     from_json.unwrap_or_else(|| {
         let t = body.trim();
-        if t.is_empty() { format!("upstream returned HTTP {status}") } else { t.chars().take(500).collect() }
+        if t.is_empty() {
+            format!("upstream returned HTTP {status}")
+        } else {
+            t.chars().take(500).collect()
+        }
     })
 }
 
 pub fn json_response(status: StatusCode, body: Body) -> Response {
     let mut r = Response::new(body);
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
 /// An error in the client's protocol with the real HTTP status.
 pub fn error_response(protocol: Protocol, status: u16, message: &str) -> Response {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-    let code = if code.is_success() { StatusCode::BAD_GATEWAY } else { code };
-    json_response(code, Body::from(aiclient_convert::error_body(protocol, code.as_u16(), message).to_string()))
+    let code = if code.is_success() {
+        StatusCode::BAD_GATEWAY
+    } else {
+        code
+    };
+    json_response(
+        code,
+        Body::from(aiclient_convert::error_body(protocol, code.as_u16(), message).to_string()),
+    )
 }
 
 /// Frames one event for the client.
-fn frame(protocol: Protocol, gemini_sse: bool, first: bool, event: Option<&str>, data: &str, out: &mut Vec<u8>) {
+fn frame(
+    protocol: Protocol,
+    gemini_sse: bool,
+    first: bool,
+    event: Option<&str>,
+    data: &str,
+    out: &mut Vec<u8>,
+) {
     match protocol {
         Protocol::Gemini if !gemini_sse => {
             out.extend_from_slice(if first { b"[" } else { b",\r\n" });
@@ -439,7 +545,14 @@ impl StreamState {
             if self.client == Protocol::Gemini && !self.gemini_sse && e.data == "[DONE]" {
                 continue;
             }
-            frame(self.client, self.gemini_sse, self.first, e.event.as_deref(), &e.data, out);
+            frame(
+                self.client,
+                self.gemini_sse,
+                self.first,
+                e.event.as_deref(),
+                &e.data,
+                out,
+            );
             self.first = false;
         }
     }
@@ -462,7 +575,13 @@ impl StreamState {
 
 /// The client's stream: upstream events, converted when the protocols differ, framed for the
 /// client, always ending with the protocol's terminator (also after an upstream failure).
-fn stream_response(client: Protocol, from: Protocol, model: &str, gemini_sse: bool, upstream: EventStreamObject) -> Response {
+fn stream_response(
+    client: Protocol,
+    from: Protocol,
+    model: &str,
+    gemini_sse: bool,
+    upstream: EventStreamObject,
+) -> Response {
     let st = StreamState {
         upstream,
         conv: (client != from).then(|| StreamConverter::new(from, client, model)),
@@ -491,7 +610,14 @@ fn stream_response(client: Protocol, from: Protocol, model: &str, gemini_sse: bo
                         }
                         None => {
                             let event = (!ev.event.is_empty()).then_some(ev.event.as_str());
-                            frame(st.client, st.gemini_sse, st.first, event, &ev.data, &mut out);
+                            frame(
+                                st.client,
+                                st.gemini_sse,
+                                st.first,
+                                event,
+                                &ev.data,
+                                &mut out,
+                            );
                             st.first = false;
                         }
                     }
@@ -500,7 +626,11 @@ fn stream_response(client: Protocol, from: Protocol, model: &str, gemini_sse: bo
             Ok(ROption::RNone) => st.close(&mut out),
             Err(e) => {
                 tracing::warn!(error = %e, "upstream stream failed midway");
-                let ev = aiclient_convert::error_event(st.client, 502, &format!("upstream stream failed: {}", e.message));
+                let ev = aiclient_convert::error_event(
+                    st.client,
+                    502,
+                    &format!("upstream stream failed: {}", e.message),
+                );
                 st.emit(vec![ev], &mut out);
                 st.close(&mut out);
             }
@@ -508,9 +638,16 @@ fn stream_response(client: Protocol, from: Protocol, model: &str, gemini_sse: bo
         Some((Ok::<Bytes, std::convert::Infallible>(Bytes::from(out)), st))
     });
     let mut r = Response::new(Body::from_stream(body));
-    let ct = if client == Protocol::Gemini && !gemini_sse { "application/json" } else { "text/event-stream" };
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    r.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
+    let ct = if client == Protocol::Gemini && !gemini_sse {
+        "application/json"
+    } else {
+        "text/event-stream"
+    };
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r.headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
     r.into_response()
 }

@@ -152,7 +152,11 @@ pub struct Pool {
 impl Pool {
     fn new(slots: Vec<Arc<Slot>>) -> Self {
         let p = Self {
-            inner: ArcSwap::from_pointee(PoolInner { slots: Vec::new(), by_uuid: HashMap::new(), eligible: Vec::new() }),
+            inner: ArcSwap::from_pointee(PoolInner {
+                slots: Vec::new(),
+                by_uuid: HashMap::new(),
+                eligible: Vec::new(),
+            }),
             cursor: AtomicUsize::new(0),
             rebuild: Mutex::new(()),
         };
@@ -161,9 +165,22 @@ impl Pool {
     }
 
     fn replace(&self, slots: Vec<Arc<Slot>>) {
-        let by_uuid = slots.iter().enumerate().map(|(i, s)| (s.uuid.clone(), i)).collect();
-        let eligible = slots.iter().enumerate().filter(|(_, s)| s.is_eligible()).map(|(i, _)| i as u32).collect();
-        self.inner.store(Arc::new(PoolInner { slots, by_uuid, eligible }));
+        let by_uuid = slots
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.uuid.clone(), i))
+            .collect();
+        let eligible = slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.is_eligible())
+            .map(|(i, _)| i as u32)
+            .collect();
+        self.inner.store(Arc::new(PoolInner {
+            slots,
+            by_uuid,
+            eligible,
+        }));
     }
 
     /// Recomputes the eligible list after a flip.
@@ -235,7 +252,11 @@ pub struct PoolManager {
 
 impl PoolManager {
     /// Loads every account from storage.
-    pub async fn load(storage: Storage, instance: &str, settings: Arc<ArcSwap<Settings>>) -> Result<Arc<Self>, PluginError> {
+    pub async fn load(
+        storage: Storage,
+        instance: &str,
+        settings: Arc<ArcSwap<Settings>>,
+    ) -> Result<Arc<Self>, PluginError> {
         let m = Arc::new(Self {
             storage,
             instance: Arc::from(instance),
@@ -248,11 +269,21 @@ impl PoolManager {
     }
 
     pub fn pool(&self, provider_type: &str) -> Option<Arc<Pool>> {
-        self.pools.read().unwrap_or_else(|p| p.into_inner()).get(provider_type).cloned()
+        self.pools
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(provider_type)
+            .cloned()
     }
 
     pub fn provider_types(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.pools.read().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+        let mut v: Vec<String> = self
+            .pools
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
         v.sort();
         v
     }
@@ -307,7 +338,11 @@ impl PoolManager {
         let errors = slot.pending_errors.swap(0, Ordering::AcqRel);
         if errors != 0 {
             let msg = lock(&slot.last_error).take();
-            let mut u = StateUpdate { at: now_ms(), error_delta: errors, ..Default::default() };
+            let mut u = StateUpdate {
+                at: now_ms(),
+                error_delta: errors,
+                ..Default::default()
+            };
             u.error_message = msg.map(Into::into).into();
             lock(&slot.pending).push(u);
         }
@@ -345,7 +380,10 @@ impl PoolManager {
 
     /// A token refresh succeeded: errors and the refresh flags cleared, healthy.
     pub fn refreshed(&self, slot: &Arc<Slot>) {
-        let u = StateUpdate { needs_refresh: ROption::RSome(false), ..StateUpdate::mark_healthy(now_ms()) };
+        let u = StateUpdate {
+            needs_refresh: ROption::RSome(false),
+            ..StateUpdate::mark_healthy(now_ms())
+        };
         self.queue(slot, u);
     }
 
@@ -385,14 +423,30 @@ impl PoolManager {
         let errors = slot.pending_errors.swap(0, Ordering::AcqRel);
         let mut updates = std::mem::take(&mut *lock(&slot.pending));
         if usage != 0 || errors != 0 {
-            let msg = if errors != 0 { lock(&slot.last_error).take() } else { None };
-            let at = slot.last_used.load(Ordering::Relaxed).max(if errors != 0 { now_ms() } else { 0 });
-            let mut u = StateUpdate { at, usage_delta: usage, error_delta: errors, ..Default::default() };
+            let msg = if errors != 0 {
+                lock(&slot.last_error).take()
+            } else {
+                None
+            };
+            let at =
+                slot.last_used
+                    .load(Ordering::Relaxed)
+                    .max(if errors != 0 { now_ms() } else { 0 });
+            let mut u = StateUpdate {
+                at,
+                usage_delta: usage,
+                error_delta: errors,
+                ..Default::default()
+            };
             u.error_message = msg.map(Into::into).into();
             updates.insert(0, u);
         }
         for (i, u) in updates.iter().enumerate() {
-            match self.storage.update_state(&slot.provider_type, &slot.uuid, u.clone()).await {
+            match self
+                .storage
+                .update_state(&slot.provider_type, &slot.uuid, u.clone())
+                .await
+            {
                 Ok(st) => {
                     // Storage's view, plus what is still pending here.
                     let mut mine = lock(&slot.state);
@@ -440,12 +494,19 @@ impl PoolManager {
     /// Brings back unhealthy accounts whose scheduled recovery time has passed.
     pub fn recover_due(&self) {
         let now = now_ms();
-        let pools: Vec<Arc<Pool>> = self.pools.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        let pools: Vec<Arc<Pool>> = self
+            .pools
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
         for p in pools {
             for slot in p.slots() {
                 let due = {
                     let st = lock(&slot.state);
-                    !st.healthy && matches!(st.scheduled_recovery_time, ROption::RSome(t) if t <= now)
+                    !st.healthy
+                        && matches!(st.scheduled_recovery_time, ROption::RSome(t) if t <= now)
                 };
                 if due {
                     tracing::info!(provider = %slot.provider_type, uuid = %slot.uuid, "scheduled recovery: account healthy again");
@@ -460,7 +521,10 @@ impl PoolManager {
         let accounts = self.storage.list_accounts(None).await?;
         let mut by_type: HashMap<String, Vec<Arc<Slot>>> = HashMap::new();
         for a in &accounts {
-            by_type.entry(a.provider_type.to_string()).or_default().push(Arc::new(Slot::new(a)));
+            by_type
+                .entry(a.provider_type.to_string())
+                .or_default()
+                .push(Arc::new(Slot::new(a)));
         }
         let mut pools = self.pools.write().unwrap_or_else(|p| p.into_inner());
         // Unflushed counts stay with the old slot objects, which the flusher still holds and
@@ -474,7 +538,10 @@ impl PoolManager {
                 }
             }
         }
-        *pools = by_type.into_iter().map(|(t, slots)| (t, Arc::new(Pool::new(slots)))).collect();
+        *pools = by_type
+            .into_iter()
+            .map(|(t, slots)| (t, Arc::new(Pool::new(slots))))
+            .collect();
         Ok(())
     }
 
@@ -489,7 +556,10 @@ impl PoolManager {
             Some(a) => {
                 let pool = {
                     let mut pools = self.pools.write().unwrap_or_else(|p| p.into_inner());
-                    pools.entry(provider_type.to_string()).or_insert_with(|| Arc::new(Pool::new(Vec::new()))).clone()
+                    pools
+                        .entry(provider_type.to_string())
+                        .or_insert_with(|| Arc::new(Pool::new(Vec::new())))
+                        .clone()
                 };
                 match pool.get(uuid) {
                     Some(slot) => {
@@ -528,7 +598,7 @@ impl PoolManager {
                     tracing::warn!(error = %e, "counter flush failed; will retry");
                 }
                 n += 1;
-                if n % 5 == 0 {
+                if n.is_multiple_of(5) {
                     m.recover_due();
                 }
             }
@@ -554,11 +624,15 @@ impl PoolManager {
                             continue;
                         }
                         let r = match c.kind {
-                            ChangeKind::ACCOUNT | ChangeKind::ACCOUNT_DELETED | ChangeKind::ACCOUNT_STATE => {
+                            ChangeKind::ACCOUNT
+                            | ChangeKind::ACCOUNT_DELETED
+                            | ChangeKind::ACCOUNT_STATE => {
                                 self.reload_account(&c.provider_type, &c.uuid).await
                             }
                             ChangeKind::TOKEN => {
-                                if let Some(s) = self.pool(&c.provider_type).and_then(|p| p.get(&c.uuid)) {
+                                if let Some(s) =
+                                    self.pool(&c.provider_type).and_then(|p| p.get(&c.uuid))
+                                {
                                     s.forget_token();
                                 }
                                 Ok(())
@@ -584,7 +658,10 @@ impl PoolManager {
 
 fn carry_pending(old: &Arc<Slot>, new: &mut Arc<Slot>) {
     let Some(new) = Arc::get_mut(new) else { return };
-    new.cooldown_until.store(old.cooldown_until.load(Ordering::Relaxed), Ordering::Relaxed);
+    new.cooldown_until.store(
+        old.cooldown_until.load(Ordering::Relaxed),
+        Ordering::Relaxed,
+    );
     *lock(&new.window) = *lock(&old.window);
     *lock(&new.token) = lock(&old.token).clone();
 }

@@ -38,16 +38,26 @@ impl ProviderPlugin {
     pub fn new(name: &str, obj: ProviderObject) -> Result<Self, String> {
         let d: Value = serde_json::from_str(&obj.describe())
             .map_err(|e| format!("provider plugin {name}: describe() is not JSON: {e}"))?;
-        let proto = d.get("protocol").and_then(Value::as_str).unwrap_or_default();
+        let proto = d
+            .get("protocol")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let protocol = protocol_from_name(proto)
             .ok_or_else(|| format!("provider plugin {name}: unknown protocol {proto:?}"))?;
         let types: Vec<String> = d
             .get("providerTypes")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(String::from)
+                    .collect()
+            })
             .unwrap_or_default();
         if types.is_empty() {
-            return Err(format!("provider plugin {name}: describe() lists no providerTypes"));
+            return Err(format!(
+                "provider plugin {name}: describe() lists no providerTypes"
+            ));
         }
         let models = d
             .get("models")
@@ -55,7 +65,15 @@ impl ProviderPlugin {
             .map(|m| {
                 m.iter()
                     .map(|(t, v)| {
-                        let ids = v.as_array().map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect()).unwrap_or_default();
+                        let ids = v
+                            .as_array()
+                            .map(|a| {
+                                a.iter()
+                                    .filter_map(Value::as_str)
+                                    .map(String::from)
+                                    .collect()
+                            })
+                            .unwrap_or_default();
                         (t.clone(), ids)
                     })
                     .collect()
@@ -66,8 +84,15 @@ impl ProviderPlugin {
             protocol,
             types,
             models,
-            check_model: d.get("checkModel").and_then(Value::as_str).map(String::from),
-            refresh_ahead_ms: d.get("refreshAheadMs").and_then(Value::as_i64).unwrap_or(0).max(0),
+            check_model: d
+                .get("checkModel")
+                .and_then(Value::as_str)
+                .map(String::from),
+            refresh_ahead_ms: d
+                .get("refreshAheadMs")
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+                .max(0),
             enabled: AtomicBool::new(true),
             obj,
         })
@@ -82,7 +107,12 @@ impl ProviderPlugin {
     }
 
     pub async fn refresh_token(&self, req: RefreshRequest) -> Result<String, PluginError> {
-        Ok(self.obj.refresh_token(req).await.into_result()?.into_string())
+        Ok(self
+            .obj
+            .refresh_token(req)
+            .await
+            .into_result()?
+            .into_string())
     }
 
     /// When `token` expires (ms), 0 if the plugin cannot tell.
@@ -106,7 +136,10 @@ impl ProviderRegistry {
     pub fn add(&mut self, p: ProviderPlugin) -> Result<(), String> {
         for t in &p.types {
             if let Some(other) = self.by_type.get(t) {
-                return Err(format!("provider type {t} is served by both {} and {}", other.name, p.name));
+                return Err(format!(
+                    "provider type {t} is served by both {} and {}",
+                    other.name, p.name
+                ));
             }
         }
         let p = Arc::new(p);

@@ -41,11 +41,15 @@ impl Gateway {
         force: bool,
         used: Option<&str>,
     ) -> Result<Option<Arc<str>>, PluginError> {
-        let Some(token) = self.token_for(slot).await? else { return Ok(None) };
+        let Some(token) = self.token_for(slot).await? else {
+            return Ok(None);
+        };
         if !force && !self.due(plugin, slot, &token) {
             return Ok(Some(token));
         }
-        let seen = used.map(str::to_string).unwrap_or_else(|| token.to_string());
+        let seen = used
+            .map(str::to_string)
+            .unwrap_or_else(|| token.to_string());
         let _flight = slot.refresh.lock().await;
         // Someone in this process refreshed while we waited.
         if let Some(t) = self.token_for(slot).await?
@@ -72,7 +76,10 @@ impl Gateway {
                 return Ok(Some(stored));
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(PluginError::timeout(format!("waited {}s for another instance's token refresh of {t}/{u}", WAIT_FOR_OTHER.as_secs())));
+                return Err(PluginError::timeout(format!(
+                    "waited {}s for another instance's token refresh of {t}/{u}",
+                    WAIT_FOR_OTHER.as_secs()
+                )));
             }
             tokio::time::sleep(POLL).await;
         }
@@ -83,10 +90,17 @@ impl Gateway {
         result
     }
 
-    async fn refresh_locked(&self, plugin: &ProviderPlugin, slot: &Arc<Slot>, seen_rt: &str) -> Result<Option<Arc<str>>, PluginError> {
+    async fn refresh_locked(
+        &self,
+        plugin: &ProviderPlugin,
+        slot: &Arc<Slot>,
+        seen_rt: &str,
+    ) -> Result<Option<Arc<str>>, PluginError> {
         let (t, u) = (&*slot.provider_type, &*slot.uuid);
         // The lock's previous holder may have finished just before we got it.
-        let Some(stored) = self.storage.get_token(t, u).await? else { return Ok(None) };
+        let Some(stored) = self.storage.get_token(t, u).await? else {
+            return Ok(None);
+        };
         let stored_rt = refresh_token_of(&stored).unwrap_or_default();
         if stored_rt != seen_rt {
             let s: Arc<str> = Arc::from(stored);
@@ -107,7 +121,12 @@ impl Gateway {
                 let current: Arc<str> = if cas.swapped {
                     Arc::from(new.as_str())
                 } else {
-                    Arc::from(cas.current.into_option().map(|s| s.into_string()).unwrap_or(new))
+                    Arc::from(
+                        cas.current
+                            .into_option()
+                            .map(|s| s.into_string())
+                            .unwrap_or(new),
+                    )
                 };
                 slot.set_cached_token(Some(current.clone()));
                 self.pools.refreshed(slot);
@@ -115,7 +134,11 @@ impl Gateway {
             }
             Err(e) => {
                 tracing::warn!(provider = t, uuid = u, error = %e, "token refresh failed");
-                self.pools.mark_unhealthy(slot, &format!("token refresh failed: {}", e.message), None);
+                self.pools.mark_unhealthy(
+                    slot,
+                    &format!("token refresh failed: {}", e.message),
+                    None,
+                );
                 Err(e)
             }
         }

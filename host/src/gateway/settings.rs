@@ -54,8 +54,19 @@ fn int(v: &Value, key: &str, default: i64) -> i64 {
 
 fn string_list(v: Option<&Value>) -> Vec<String> {
     match v {
-        Some(Value::String(s)) => s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect(),
-        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect(),
+        Some(Value::String(s)) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
         _ => Vec::new(),
     }
 }
@@ -71,7 +82,11 @@ impl Settings {
         let fallback_chain = v
             .get("providerFallbackChain")
             .and_then(Value::as_object)
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), string_list(Some(v)))).collect())
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), string_list(Some(v))))
+                    .collect()
+            })
             .unwrap_or_default();
         let model_fallback = v
             .get("modelFallbackMapping")
@@ -80,25 +95,38 @@ impl Settings {
                 m.iter()
                     .filter_map(|(model, t)| {
                         let ty = t.get("targetProviderType")?.as_str()?.to_string();
-                        let tm = t.get("targetModel").and_then(Value::as_str).unwrap_or(model).to_string();
+                        let tm = t
+                            .get("targetModel")
+                            .and_then(Value::as_str)
+                            .unwrap_or(model)
+                            .to_string();
                         Some((model.clone(), (ty, tm)))
                     })
                     .collect()
             })
             .unwrap_or_default();
         Self {
-            api_key: v.get("REQUIRED_API_KEY").and_then(Value::as_str).filter(|k| !k.is_empty()).map(String::from),
+            api_key: v
+                .get("REQUIRED_API_KEY")
+                .and_then(Value::as_str)
+                .filter(|k| !k.is_empty())
+                .map(String::from),
             model_providers,
             max_error_count: int(v, "MAX_ERROR_COUNT", 10).max(0),
             error_window_ms: 10_000,
             request_max_retries: int(v, "REQUEST_MAX_RETRIES", 3).clamp(0, 20) as u32,
             request_base_delay_ms: int(v, "REQUEST_BASE_DELAY", 1000).clamp(0, 60_000) as u64,
-            credential_switch_max_retries: int(v, "CREDENTIAL_SWITCH_MAX_RETRIES", 5).clamp(0, 100) as u32,
+            credential_switch_max_retries: int(v, "CREDENTIAL_SWITCH_MAX_RETRIES", 5).clamp(0, 100)
+                as u32,
             fallback_chain,
             model_fallback,
             cooldown_ms: int(v, "RATE_LIMIT_COOLDOWN_MS", 30_000).max(0),
             cooldown_max_ms: int(v, "RATE_LIMIT_COOLDOWN_MAX_MS", 300_000).max(0),
-            proxy_url: v.get("PROXY_URL").and_then(Value::as_str).filter(|s| !s.is_empty()).map(String::from),
+            proxy_url: v
+                .get("PROXY_URL")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(String::from),
             proxy_providers: string_list(v.get("PROXY_ENABLED_PROVIDERS")),
         }
     }
@@ -129,7 +157,10 @@ mod tests {
         assert_eq!(s.model_providers, ["openai-custom", "claude-custom"]);
         assert_eq!(s.max_error_count, 4);
         assert_eq!(s.fallback_chain["openai-custom"], ["claude-custom"]);
-        assert_eq!(s.model_fallback["gpt-4o"], ("claude-custom".into(), "claude-sonnet-4-5".into()));
+        assert_eq!(
+            s.model_fallback["gpt-4o"],
+            ("claude-custom".into(), "claude-sonnet-4-5".into())
+        );
         assert_eq!(s.proxy_for("gemini-cli-oauth"), Some("socks5://p:1"));
         assert_eq!(s.proxy_for("openai-custom"), None);
     }
@@ -137,6 +168,9 @@ mod tests {
     #[test]
     fn no_key_means_none_not_a_default() {
         assert_eq!(Settings::default().api_key, None);
-        assert_eq!(Settings::from_json(&json!({"REQUIRED_API_KEY": ""})).api_key, None);
+        assert_eq!(
+            Settings::from_json(&json!({"REQUIRED_API_KEY": ""})).api_key,
+            None
+        );
     }
 }

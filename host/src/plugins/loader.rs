@@ -63,7 +63,10 @@ pub struct LoadError {
 }
 
 fn fail(path: &Path, cause: impl Into<String>) -> LoadError {
-    LoadError { path: path.to_path_buf(), cause: cause.into() }
+    LoadError {
+        path: path.to_path_buf(),
+        cause: cause.into(),
+    }
 }
 
 /// What a library says about itself before it is initialised.
@@ -97,7 +100,10 @@ pub fn resolve(dir: &Path, name_or_path: &str, kind: Kind) -> Result<PathBuf, Lo
         return Ok(p.clone());
     }
     let tried: Vec<String> = c.iter().map(|p| p.display().to_string()).collect();
-    Err(fail(&c[0], format!("file not found (tried {})", tried.join(", "))))
+    Err(fail(
+        &c[0],
+        format!("file not found (tried {})", tried.join(", ")),
+    ))
 }
 
 /// Opens the library and reads its root module's constants, without running its code.
@@ -106,27 +112,50 @@ pub fn open(path: &Path) -> Result<(&'static LibHeader, Inspected), LoadError> {
         return Err(fail(path, "file not found"));
     }
     let header = lib_header_from_path(path).map_err(|e| match e {
-        LibraryError::OpenError { err, .. } => fail(path, format!("not a loadable library ({err})")),
-        LibraryError::GetSymbolError { .. } => {
-            fail(path, "not an aiclient plugin (the library exports no abi_stable root module)")
+        LibraryError::OpenError { err, .. } => {
+            fail(path, format!("not a loadable library ({err})"))
         }
-        other => fail(path, format!("incompatible abi_stable library header: {}", one_line(&other))),
+        LibraryError::GetSymbolError { .. } => fail(
+            path,
+            "not an aiclient plugin (the library exports no abi_stable root module)",
+        ),
+        other => fail(
+            path,
+            format!(
+                "incompatible abi_stable library header: {}",
+                one_line(&other)
+            ),
+        ),
     })?;
     let consts = header.root_mod_consts();
     let base = consts.base_name().as_str();
     let Some(kind) = Kind::from_base_name(base) else {
-        return Err(fail(path, format!("not an aiclient plugin (its root module is {base:?})")));
+        return Err(fail(
+            path,
+            format!("not an aiclient plugin (its root module is {base:?})"),
+        ));
     };
     let v = consts.version_strings();
     let sdk_version = v.version.as_str().to_string();
-    Ok((header, Inspected { path: path.to_path_buf(), kind, sdk_version }))
+    Ok((
+        header,
+        Inspected {
+            path: path.to_path_buf(),
+            kind,
+            sdk_version,
+        },
+    ))
 }
 
 /// A plugin may load if its SDK has this host's major version and, while in 0.x, its minor.
 pub fn check_sdk_version(path: &Path, plugin: &str) -> Result<(), LoadError> {
     let parse = |s: &str| -> Option<VersionNumber> {
         let mut it = s.split('.').map(|p| p.parse::<u32>().ok());
-        Some(VersionNumber { major: it.next()??, minor: it.next()??, patch: it.next()?? })
+        Some(VersionNumber {
+            major: it.next()??,
+            minor: it.next()??,
+            patch: it.next()??,
+        })
     };
     let host = parse(SDK_VERSION).expect("the SDK's own version parses");
     let Some(p) = parse(plugin) else {
@@ -150,11 +179,19 @@ pub fn check_sdk_version(path: &Path, plugin: &str) -> Result<(), LoadError> {
     }
 }
 
-fn init<M: RootModule>(header: &'static LibHeader, info: &Inspected, want: Kind) -> Result<M, LoadError> {
+fn init<M: RootModule>(
+    header: &'static LibHeader,
+    info: &Inspected,
+    want: Kind,
+) -> Result<M, LoadError> {
     if info.kind != want {
         return Err(fail(
             &info.path,
-            format!("wrong plugin kind: it is {}, expected {}", info.kind.noun(), want.noun()),
+            format!(
+                "wrong plugin kind: it is {}, expected {}",
+                info.kind.noun(),
+                want.noun()
+            ),
         ));
     }
     check_sdk_version(&info.path, &info.sdk_version)?;
@@ -163,7 +200,10 @@ fn init<M: RootModule>(header: &'static LibHeader, info: &Inspected, want: Kind)
         tracing::debug!(path = %info.path.display(), "abi_stable report:\n{full}");
         let cause = match e {
             LibraryError::AbiInstability(_) => {
-                format!("incompatible plugin interface: {}", summarize_abi_error(&full))
+                format!(
+                    "incompatible plugin interface: {}",
+                    summarize_abi_error(&full)
+                )
             }
             other => one_line(&other),
         };
@@ -191,7 +231,11 @@ pub fn load_storage(path: &Path) -> Result<LoadedStorage, LoadError> {
     let module: StorageModRef = init(header, &inspected, Kind::Storage)?;
     let info = (module.info())();
     (module.init())(super::logsink::host_context(info.name.as_str()));
-    Ok(LoadedStorage { module, info, inspected })
+    Ok(LoadedStorage {
+        module,
+        info,
+        inspected,
+    })
 }
 
 /// Loads a provider plugin library and installs the log bridge in it.
@@ -200,7 +244,11 @@ pub fn load_provider(path: &Path) -> Result<LoadedProvider, LoadError> {
     let module: ProviderModRef = init(header, &inspected, Kind::Provider)?;
     let info = (module.info())();
     (module.init())(super::logsink::host_context(info.name.as_str()));
-    Ok(LoadedProvider { module, info, inspected })
+    Ok(LoadedProvider {
+        module,
+        info,
+        inspected,
+    })
 }
 
 /// Every `lib*.so` in `dir`, sorted by file name.
@@ -220,7 +268,10 @@ pub fn scan(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 fn one_line(e: &dyn std::fmt::Display) -> String {
-    e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+    e.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The gist of an abi_stable layout-mismatch report: the field path leading to the mismatch
@@ -228,9 +279,19 @@ fn one_line(e: &dyn std::fmt::Display) -> String {
 pub fn summarize_abi_error(report: &str) -> String {
     let lines: Vec<&str> = report.lines().map(str::trim).collect();
     let Some(last_err) = lines.iter().rposition(|l| l.starts_with("Error:")) else {
-        return lines.iter().rev().find(|l| !l.is_empty()).unwrap_or(&"").to_string();
+        return lines
+            .iter()
+            .rev()
+            .find(|l| !l.is_empty())
+            .unwrap_or(&"")
+            .to_string();
     };
-    let mut block = vec![lines[last_err].trim_start_matches("Error:").trim().to_string()];
+    let mut block = vec![
+        lines[last_err]
+            .trim_start_matches("Error:")
+            .trim()
+            .to_string(),
+    ];
     for l in &lines[last_err + 1..] {
         if l.is_empty() || l.starts_with("Error:") {
             break;
@@ -245,7 +306,11 @@ pub fn summarize_abi_error(report: &str) -> String {
         }
     }
     let mut path: Vec<&str> = Vec::new();
-    for f in lines[..last_err].iter().filter_map(|l| l.strip_prefix("field_name:")).map(str::trim) {
+    for f in lines[..last_err]
+        .iter()
+        .filter_map(|l| l.strip_prefix("field_name:"))
+        .map(str::trim)
+    {
         if !f.is_empty() && !f.chars().all(|c| c.is_ascii_digit()) && !path.contains(&f) {
             path.push(f);
         }
@@ -278,7 +343,10 @@ mod tests {
         let c = candidates(dir, "redis", Kind::Storage);
         assert_eq!(c[0], Path::new("/plugins/libredis.so"));
         assert_eq!(c[1], Path::new("/plugins/libaiclient_backend_redis.so"));
-        assert_eq!(candidates(dir, "./x/libfoo.so", Kind::Provider), vec![PathBuf::from("./x/libfoo.so")]);
+        assert_eq!(
+            candidates(dir, "./x/libfoo.so", Kind::Provider),
+            vec![PathBuf::from("./x/libfoo.so")]
+        );
     }
 
     #[test]

@@ -4,8 +4,8 @@
 
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::RArc;
-use aiclient_sdk::log::{LogLevel, LogRecord, LogSink, LogSink_TO};
 use aiclient_sdk::HostContext;
+use aiclient_sdk::log::{LogLevel, LogRecord, LogSink, LogSink_TO};
 use tracing::level_filters::LevelFilter;
 
 struct HostSink {
@@ -20,7 +20,11 @@ impl LogSink for HostSink {
     fn log(&self, r: &LogRecord<'_>) {
         let (plugin, target) = (self.plugin.as_str(), r.target.as_str());
         let (fields, spans, msg) = (r.fields.as_str(), r.spans.as_str(), r.message.as_str());
-        let location = if r.file.is_empty() { String::new() } else { format!("{}:{}", r.file, r.line) };
+        let location = if r.file.is_empty() {
+            String::new()
+        } else {
+            format!("{}:{}", r.file, r.line)
+        };
         let location = location.as_str();
         macro_rules! emit {
             ($lvl:expr) => {
@@ -42,6 +46,11 @@ impl LogSink for HostSink {
 pub fn host_context(plugin: &str) -> HostContext {
     HostContext {
         plugin_name: plugin.into(),
-        log_sink: LogSink_TO::from_ptr(RArc::new(HostSink { plugin: plugin.to_string() }), TD_Opaque),
+        log_sink: LogSink_TO::from_ptr(
+            RArc::new(HostSink {
+                plugin: plugin.to_string(),
+            }),
+            TD_Opaque,
+        ),
     }
 }

@@ -15,7 +15,9 @@ use crate::storage::Storage;
 
 /// Creates a backend instance from a loaded library.
 pub async fn create_storage(lib: &LoadedStorage, config: &Value) -> Result<Storage, PluginError> {
-    let obj = (lib.module.create())(config.to_string().into()).await.into_result()?;
+    let obj = (lib.module.create())(config.to_string().into())
+        .await
+        .into_result()?;
     Ok(Storage::new(obj, lib.info.name.as_str()))
 }
 
@@ -27,10 +29,12 @@ pub async fn open_storage(
 ) -> Result<(LoadedStorage, Storage), StartError> {
     let path = loader::resolve(dir, name_or_path, Kind::Storage)?;
     let lib = loader::load_storage(&path)?;
-    let storage = create_storage(&lib, config).await.map_err(|e| StartError::Create {
-        name: lib.info.name.to_string(),
-        error: e,
-    })?;
+    let storage = create_storage(&lib, config)
+        .await
+        .map_err(|e| StartError::Create {
+            name: lib.info.name.to_string(),
+            error: e,
+        })?;
     Ok((lib, storage))
 }
 

@@ -16,7 +16,11 @@ pub struct ClaudeCustom;
 /// `path` under the base URL, accepting bases given with or without the trailing `/v1`.
 fn url(base: &str, path: &str) -> String {
     let base = base.trim_end_matches('/');
-    if base.ends_with("/v1") { kit::join_url(base, path) } else { kit::join_url(base, &format!("v1/{path}")) }
+    if base.ends_with("/v1") {
+        kit::join_url(base, path)
+    } else {
+        kit::join_url(base, &format!("v1/{path}"))
+    }
 }
 
 impl Provider for ClaudeCustom {
@@ -31,19 +35,33 @@ impl Provider for ClaudeCustom {
 
     async fn call(&self, req: ProviderRequest) -> Result<Reply, PluginError> {
         let account: Value = serde_json::from_str(&req.account)?;
-        let base = kit::account_str(&account, "CLAUDE_BASE_URL").unwrap_or_else(|| DEFAULT_BASE_URL.into());
-        let key = kit::account_str(&account, "CLAUDE_API_KEY")
-            .ok_or_else(|| PluginError::invalid_input(format!("account {} has no CLAUDE_API_KEY", req.account_uuid)))?;
+        let base = kit::account_str(&account, "CLAUDE_BASE_URL")
+            .unwrap_or_else(|| DEFAULT_BASE_URL.into());
+        let key = kit::account_str(&account, "CLAUDE_API_KEY").ok_or_else(|| {
+            PluginError::invalid_input(format!(
+                "account {} has no CLAUDE_API_KEY",
+                req.account_uuid
+            ))
+        })?;
         let client = kit::client(kit::proxy_of(&req.options).as_deref())?;
         let timeout = match req.timeout_ms {
             0 => kit::DEFAULT_TIMEOUT,
             ms => std::time::Duration::from_millis(ms),
         };
         let builder = match req.operation {
-            Operation::GENERATE => client.post(url(&base, "messages")).body(req.body.to_string()),
-            Operation::COUNT_TOKENS => client.post(url(&base, "messages/count_tokens")).body(req.body.to_string()),
+            Operation::GENERATE => client
+                .post(url(&base, "messages"))
+                .body(req.body.to_string()),
+            Operation::COUNT_TOKENS => client
+                .post(url(&base, "messages/count_tokens"))
+                .body(req.body.to_string()),
             Operation::LIST_MODELS => client.get(url(&base, "models")),
-            other => return Err(PluginError::unsupported(format!("operation {} is not supported by claude-custom", other.0))),
+            other => {
+                return Err(PluginError::unsupported(format!(
+                    "operation {} is not supported by claude-custom",
+                    other.0
+                )));
+            }
         };
         let builder = builder
             .header("x-api-key", key)
@@ -70,7 +88,13 @@ aiclient_sdk::export_provider! {
 mod tests {
     #[test]
     fn base_urls_with_or_without_v1() {
-        assert_eq!(super::url("https://a.example", "messages"), "https://a.example/v1/messages");
-        assert_eq!(super::url("https://a.example/v1/", "messages"), "https://a.example/v1/messages");
+        assert_eq!(
+            super::url("https://a.example", "messages"),
+            "https://a.example/v1/messages"
+        );
+        assert_eq!(
+            super::url("https://a.example/v1/", "messages"),
+            "https://a.example/v1/messages"
+        );
     }
 }

@@ -27,7 +27,10 @@ pub fn client(proxy: Option<&str>) -> Result<reqwest::Client, PluginError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
     let key = proxy.unwrap_or("").to_string();
-    let mut map = CLIENTS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    let mut map = CLIENTS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     if let Some(c) = map.get(&key) {
         return Ok(c.clone());
     }
@@ -38,27 +41,42 @@ pub fn client(proxy: Option<&str>) -> Result<reqwest::Client, PluginError> {
         .pool_max_idle_per_host(1024)
         .tcp_nodelay(true);
     if let Some(p) = proxy.filter(|p| !p.is_empty()) {
-        let proxy = reqwest::Proxy::all(p).map_err(|e| PluginError::invalid_input(format!("bad proxy URL: {e}")))?;
+        let proxy = reqwest::Proxy::all(p)
+            .map_err(|e| PluginError::invalid_input(format!("bad proxy URL: {e}")))?;
         b = b.proxy(proxy);
     }
-    let c = b.build().map_err(|e| PluginError::internal(format!("cannot build HTTP client: {e}")))?;
+    let c = b
+        .build()
+        .map_err(|e| PluginError::internal(format!("cannot build HTTP client: {e}")))?;
     map.insert(key, c.clone());
     Ok(c)
 }
 
 /// The request's `options.proxy`, if any.
 pub fn proxy_of(options: &str) -> Option<String> {
-    serde_json::from_str::<Value>(options).ok()?.get("proxy")?.as_str().map(str::to_string)
+    serde_json::from_str::<Value>(options)
+        .ok()?
+        .get("proxy")?
+        .as_str()
+        .map(str::to_string)
 }
 
 /// A string field of the account object.
 pub fn account_str(account: &Value, key: &str) -> Option<String> {
-    account.get(key).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string)
+    account
+        .get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
 }
 
 /// `base` + `path` without doubled or missing slashes.
 pub fn join_url(base: &str, path: &str) -> String {
-    format!("{}/{}", base.trim_end_matches('/'), path.trim_start_matches('/'))
+    format!(
+        "{}/{}",
+        base.trim_end_matches('/'),
+        path.trim_start_matches('/')
+    )
 }
 
 /// Maps a transport failure (no HTTP answer) to a retryable error without leaking URLs'
@@ -180,9 +198,15 @@ pub fn sse_events(resp: reqwest::Response) -> EventStream {
             };
             if let Err(e) = step {
                 st.done = true;
-                return Some((Err(PluginError::unavailable(format!("malformed upstream stream: {e}"))), st));
+                return Some((
+                    Err(PluginError::unavailable(format!(
+                        "malformed upstream stream: {e}"
+                    ))),
+                    st,
+                ));
             }
-            st.ready.extend(out.into_iter().map(|e| StreamEvent::new(e.event, e.data)));
+            st.ready
+                .extend(out.into_iter().map(|e| StreamEvent::new(e.event, e.data)));
         }
     }))
 }
@@ -210,6 +234,9 @@ mod tests {
 
     #[test]
     fn urls_join_cleanly() {
-        assert_eq!(join_url("http://x/v1/", "/chat/completions"), "http://x/v1/chat/completions");
+        assert_eq!(
+            join_url("http://x/v1/", "/chat/completions"),
+            "http://x/v1/chat/completions"
+        );
     }
 }

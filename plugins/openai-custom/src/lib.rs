@@ -24,9 +24,14 @@ impl Provider for OpenAiCustom {
 
     async fn call(&self, req: ProviderRequest) -> Result<Reply, PluginError> {
         let account: Value = serde_json::from_str(&req.account)?;
-        let base = kit::account_str(&account, "OPENAI_BASE_URL").unwrap_or_else(|| DEFAULT_BASE_URL.into());
-        let key = kit::account_str(&account, "OPENAI_API_KEY")
-            .ok_or_else(|| PluginError::invalid_input(format!("account {} has no OPENAI_API_KEY", req.account_uuid)))?;
+        let base = kit::account_str(&account, "OPENAI_BASE_URL")
+            .unwrap_or_else(|| DEFAULT_BASE_URL.into());
+        let key = kit::account_str(&account, "OPENAI_API_KEY").ok_or_else(|| {
+            PluginError::invalid_input(format!(
+                "account {} has no OPENAI_API_KEY",
+                req.account_uuid
+            ))
+        })?;
         let client = kit::client(kit::proxy_of(&req.options).as_deref())?;
         let timeout = match req.timeout_ms {
             0 => kit::DEFAULT_TIMEOUT,
@@ -38,7 +43,12 @@ impl Provider for OpenAiCustom {
                 .header("content-type", "application/json")
                 .body(req.body.to_string()),
             Operation::LIST_MODELS => client.get(kit::join_url(&base, "models")),
-            other => return Err(PluginError::unsupported(format!("operation {} is not supported by openai-custom", other.0))),
+            other => {
+                return Err(PluginError::unsupported(format!(
+                    "operation {} is not supported by openai-custom",
+                    other.0
+                )));
+            }
         };
         let stream = req.stream && req.operation == Operation::GENERATE;
         let mut reply = kit::send(builder.bearer_auth(key).timeout(timeout), stream).await?;

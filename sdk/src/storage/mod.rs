@@ -131,10 +131,8 @@ pub trait FfiStorage: Send + Sync {
     fn get_password_hash(&self) -> FfiFuture<RResult<ROption<RString>, PluginError>>;
     fn set_password_hash(&self, hash: RString) -> FfiFuture<RResult<(), PluginError>>;
     fn create_session(&self, session: Session) -> FfiFuture<RResult<(), PluginError>>;
-    fn get_session(
-        &self,
-        token_hash: RString,
-    ) -> FfiFuture<RResult<ROption<Session>, PluginError>>;
+    fn get_session(&self, token_hash: RString)
+    -> FfiFuture<RResult<ROption<Session>, PluginError>>;
     fn delete_session(&self, token_hash: RString) -> FfiFuture<RResult<bool, PluginError>>;
     fn list_sessions(&self) -> FfiFuture<RResult<RVec<Session>, PluginError>>;
     fn get_usage_cache(&self) -> FfiFuture<RResult<ROption<RString>, PluginError>>;
@@ -147,8 +145,11 @@ pub trait FfiStorage: Send + Sync {
     fn flush(&self) -> FfiFuture<RResult<(), PluginError>>;
     /// Escape hatch for operations newer than this interface: a JSON request by name.
     #[sabi(last_prefix_field)]
-    fn extension(&self, name: RString, payload: RString)
-    -> FfiFuture<RResult<RString, PluginError>>;
+    fn extension(
+        &self,
+        name: RString,
+        payload: RString,
+    ) -> FfiFuture<RResult<RString, PluginError>>;
 }
 
 /// A storage backend as the host holds it (cheap to clone).
@@ -195,8 +196,7 @@ pub trait StorageBackend: Send + Sync + 'static {
     fn status(&self) -> impl Future<Output = Result<serde_json::Value, PluginError>> + Send;
     fn get_config(&self) -> impl Future<Output = Result<Option<String>, PluginError>> + Send;
     fn set_config(&self, json: String) -> impl Future<Output = Result<(), PluginError>> + Send;
-    fn list_provider_types(&self)
-    -> impl Future<Output = Result<Vec<String>, PluginError>> + Send;
+    fn list_provider_types(&self) -> impl Future<Output = Result<Vec<String>, PluginError>> + Send;
     fn list_accounts(
         &self,
         provider_type: Option<&str>,
@@ -263,24 +263,33 @@ pub trait StorageBackend: Send + Sync + 'static {
     ) -> impl Future<Output = Result<bool, PluginError>> + Send;
     fn get_password_hash(&self)
     -> impl Future<Output = Result<Option<String>, PluginError>> + Send;
-    fn set_password_hash(&self, hash: String)
-    -> impl Future<Output = Result<(), PluginError>> + Send;
-    fn create_session(&self, session: Session)
-    -> impl Future<Output = Result<(), PluginError>> + Send;
+    fn set_password_hash(
+        &self,
+        hash: String,
+    ) -> impl Future<Output = Result<(), PluginError>> + Send;
+    fn create_session(
+        &self,
+        session: Session,
+    ) -> impl Future<Output = Result<(), PluginError>> + Send;
     fn get_session(
         &self,
         token_hash: &str,
     ) -> impl Future<Output = Result<Option<Session>, PluginError>> + Send;
-    fn delete_session(&self, token_hash: &str)
-    -> impl Future<Output = Result<bool, PluginError>> + Send;
+    fn delete_session(
+        &self,
+        token_hash: &str,
+    ) -> impl Future<Output = Result<bool, PluginError>> + Send;
     fn list_sessions(&self) -> impl Future<Output = Result<Vec<Session>, PluginError>> + Send;
     fn get_usage_cache(&self) -> impl Future<Output = Result<Option<String>, PluginError>> + Send;
     fn set_usage_cache(&self, json: String)
     -> impl Future<Output = Result<(), PluginError>> + Send;
-    fn list_plugin_states(&self)
-    -> impl Future<Output = Result<Vec<PluginState>, PluginError>> + Send;
-    fn set_plugin_state(&self, state: PluginState)
-    -> impl Future<Output = Result<(), PluginError>> + Send;
+    fn list_plugin_states(
+        &self,
+    ) -> impl Future<Output = Result<Vec<PluginState>, PluginError>> + Send;
+    fn set_plugin_state(
+        &self,
+        state: PluginState,
+    ) -> impl Future<Output = Result<(), PluginError>> + Send;
     fn get_meta(&self) -> impl Future<Output = Result<Option<String>, PluginError>> + Send;
     fn set_meta(&self, json: String) -> impl Future<Output = Result<(), PluginError>> + Send;
     fn subscribe(&self) -> impl Future<Output = Result<ChangeSubscription, PluginError>> + Send;
@@ -321,7 +330,9 @@ pub struct ChangeHub {
 
 impl ChangeHub {
     pub fn new(capacity: usize) -> Self {
-        Self { tx: tokio::sync::broadcast::channel(capacity.max(16)).0 }
+        Self {
+            tx: tokio::sync::broadcast::channel(capacity.max(16)).0,
+        }
     }
     /// Sends to every current subscriber (none is fine).
     pub fn publish(&self, change: Change) {
@@ -370,7 +381,11 @@ impl<T: StorageBackend> FfiStorage for StorageExport<T> {
     fn list_provider_types(&self) -> FfiFuture<RResult<RVec<RString>, PluginError>> {
         let b = self.0.clone();
         guard(async move {
-            Ok(b.list_provider_types().await?.into_iter().map(RString::from).collect())
+            Ok(b.list_provider_types()
+                .await?
+                .into_iter()
+                .map(RString::from)
+                .collect())
         })
     }
     fn list_accounts(
@@ -450,7 +465,8 @@ impl<T: StorageBackend> FfiStorage for StorageExport<T> {
     ) -> FfiFuture<RResult<TokenCas, PluginError>> {
         let b = self.0.clone();
         guard(async move {
-            b.cas_token(&provider_type, &uuid, &expected_refresh, json.into()).await
+            b.cas_token(&provider_type, &uuid, &expected_refresh, json.into())
+                .await
         })
     }
     fn delete_token(
@@ -557,5 +573,8 @@ impl<T: StorageBackend> FfiStorage for StorageExport<T> {
 
 /// Wraps a backend value into the object the host receives.
 pub fn into_object<T: StorageBackend>(backend: T) -> StorageObject {
-    FfiStorage_TO::from_ptr(RArc::new(StorageExport(Arc::new(backend))), abi_stable::sabi_trait::TD_Opaque)
+    FfiStorage_TO::from_ptr(
+        RArc::new(StorageExport(Arc::new(backend))),
+        abi_stable::sabi_trait::TD_Opaque,
+    )
 }

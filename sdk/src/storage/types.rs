@@ -126,7 +126,11 @@ pub struct StateUpdate {
 impl StateUpdate {
     /// `n` successful requests (coalesced), the last at `at`.
     pub fn usage(n: i64, at: i64) -> Self {
-        Self { at, usage_delta: n, ..Self::default() }
+        Self {
+            at,
+            usage_delta: n,
+            ..Self::default()
+        }
     }
     /// `n` failed requests with the last error's message.
     pub fn error(n: i64, at: i64, message: impl Into<String>) -> Self {
@@ -139,7 +143,12 @@ impl StateUpdate {
     }
     /// Healthy again, errors cleared (the original's `markProviderHealthy` minus the usage bump).
     pub fn mark_healthy(at: i64) -> Self {
-        Self { at, healthy: ROption::RSome(true), clear_errors: true, ..Self::default() }
+        Self {
+            at,
+            healthy: ROption::RSome(true),
+            clear_errors: true,
+            ..Self::default()
+        }
     }
     /// Unhealthy now, with the reason.
     pub fn mark_unhealthy(at: i64, reason: impl Into<String>) -> Self {
@@ -151,7 +160,10 @@ impl StateUpdate {
         }
     }
     pub fn set_disabled(disabled: bool) -> Self {
-        Self { disabled: ROption::RSome(disabled), ..Self::default() }
+        Self {
+            disabled: ROption::RSome(disabled),
+            ..Self::default()
+        }
     }
 
     /// Applies the update to `s`. The order is part of the contract:
@@ -326,10 +338,20 @@ pub struct Change {
 
 impl Change {
     pub fn new(kind: ChangeKind, origin: &str) -> Self {
-        Self { kind, provider_type: RString::new(), uuid: RString::new(), origin: origin.into() }
+        Self {
+            kind,
+            provider_type: RString::new(),
+            uuid: RString::new(),
+            origin: origin.into(),
+        }
     }
     pub fn account(kind: ChangeKind, provider_type: &str, uuid: &str, origin: &str) -> Self {
-        Self { kind, provider_type: provider_type.into(), uuid: uuid.into(), origin: origin.into() }
+        Self {
+            kind,
+            provider_type: provider_type.into(),
+            uuid: uuid.into(),
+            origin: origin.into(),
+        }
     }
     pub fn resync() -> Self {
         Self::new(ChangeKind::RESYNC, "")
