@@ -488,3 +488,72 @@ fn no_configured_key_refuses_service_unless_opted_out() {
     );
     assert_eq!(st, 200, "explicit opt-out serves without a key: {out}");
 }
+
+#[test]
+fn rate_limits_cool_accounts_down_for_the_hinted_time_without_penalty() {
+    let s = setup();
+    let (st, out) = chat(&s, "/v1/chat/completions", "mock-429", false);
+    assert_eq!(
+        st, 429,
+        "both accounts rate limited: the client gets 429: {out}"
+    );
+    // Both accounts honour the upstream's `retry-after: 1`.
+    let (st, out) = chat(&s, "/v1/chat/completions", "gpt-4o", false);
+    assert_eq!(st, 429, "still cooling down: {out}");
+    assert!(out.contains("retry in"), "{out}");
+    std::thread::sleep(std::time::Duration::from_millis(1300));
+    let (st, out) = chat(&s, "/v1/chat/completions", "gpt-4o", false);
+    assert_eq!(st, 200, "back after the hinted time: {out}");
+    assert!(s.gw.terminate().success());
+    let pools: Value = serde_json::from_str(
+        &std::fs::read_to_string(s.configs.join("provider_pools.json")).expect("read"),
+    )
+    .expect("json");
+    for a in pools["openai-custom"].as_array().expect("accounts") {
+        assert_eq!(
+            (a["isHealthy"].clone(), a["errorCount"].clone()),
+            (json!(true), json!(0)),
+            "a 429 is not an account error: {a}"
+        );
+    }
+}
+
+#[test]
+fn a_scheduled_health_check_brings_an_unhealthy_account_back() {
+    let pools = json!({"openai-custom": [
+        {"uuid": "h1", "OPENAI_BASE_URL": "MOCK/v1", "OPENAI_API_KEY": "up-key-1", "checkModelName": "gpt-4o"},
+    ]});
+    let config = json!({
+        "REQUIRED_API_KEY": KEY, "MODEL_PROVIDER": "openai-custom", "MAX_ERROR_COUNT": 2,
+        "REQUEST_MAX_RETRIES": 0, "SCHEDULED_HEALTH_CHECK": {"enabled": true, "interval": 1000},
+    });
+    let s = setup_with(config, pools);
+    for _ in 0..2 {
+        assert_eq!(chat(&s, "/v1/chat/completions", "mock-500", false).0, 500);
+    }
+    let (st, out) = chat(&s, "/v1/chat/completions", "gpt-4o", false);
+    assert_eq!(
+        st, 503,
+        "two errors in a row made the only account unhealthy: {out}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let (st, _) = chat(&s, "/v1/chat/completions", "gpt-4o", false);
+        if st == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the health check did not bring the account back"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert!(s.gw.terminate().success());
+    let pools: Value = serde_json::from_str(
+        &std::fs::read_to_string(s.configs.join("provider_pools.json")).expect("read"),
+    )
+    .expect("json");
+    let a = &pools["openai-custom"][0];
+    assert_eq!(a["isHealthy"], true, "{a}");
+    assert_eq!(a["lastHealthCheckModel"], "gpt-4o", "{a}");
+}

@@ -98,6 +98,82 @@ impl Gateway {
         self.pools.spawn_background();
         let gw = self.clone();
         tokio::spawn(async move { gw.follow_changes().await });
+        let gw = self.clone();
+        tokio::spawn(async move { gw.health_checks().await });
+    }
+
+    /// Probes due unhealthy accounts with a one-token request to their check model
+    /// (`checkModelName`, else the plugin's default); an answer brings the account back.
+    async fn health_checks(self: Arc<Self>) {
+        loop {
+            let s = self.settings.load_full();
+            let period =
+                Duration::from_millis((s.health_check_interval_ms / 4).clamp(250, 30_000) as u64);
+            tokio::time::sleep(period).await;
+            if !s.health_check_enabled {
+                continue;
+            }
+            for slot in self.pools.due_for_check(s.health_check_interval_ms) {
+                let Some(plugin) = self.providers.for_type(&slot.provider_type).cloned() else {
+                    continue;
+                };
+                if !plugin.is_enabled() {
+                    continue;
+                }
+                let model = serde_json::from_str::<Value>(&slot.config())
+                    .ok()
+                    .and_then(|c| {
+                        c.get("checkModelName")
+                            .and_then(Value::as_str)
+                            .map(String::from)
+                    })
+                    .or_else(|| plugin.check_model.clone())
+                    .unwrap_or_else(|| "gpt-4o-mini".into());
+                let result = self.probe(&plugin, &slot, &model).await;
+                self.pools.health_checked(&slot, &model, result);
+            }
+        }
+    }
+
+    async fn probe(
+        &self,
+        plugin: &ProviderPlugin,
+        slot: &Arc<Slot>,
+        model: &str,
+    ) -> Result<(), String> {
+        let hi = serde_json::json!({"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": "Hi"}]});
+        let body = if plugin.protocol == Protocol::OpenAi {
+            hi
+        } else {
+            aiclient_convert::convert_request(Protocol::OpenAi, plugin.protocol, &hi, model)
+                .map_err(|e| e.message)?
+        };
+        let token = self
+            .fresh_token(plugin, slot, false, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        let req = ProviderRequest {
+            operation: Operation::GENERATE,
+            provider_type: slot.provider_type.as_ref().into(),
+            model: model.into(),
+            stream: false,
+            body: body.to_string().into(),
+            account_uuid: slot.uuid.as_ref().into(),
+            account: slot.config().as_str().into(),
+            token: token.as_ref().map(|t| RString::from(&**t)).into(),
+            request_id: format!("{}-health", self.instance_id).into(),
+            timeout_ms: 15_000,
+            options: "{}".into(),
+        };
+        match plugin.call(req).await {
+            Ok(r) if (200..300).contains(&r.status) => Ok(()),
+            Ok(r) => Err(format!(
+                "upstream {}: {}",
+                r.status,
+                upstream_message(&r.body, r.status)
+            )),
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     async fn follow_changes(self: Arc<Self>) {
@@ -286,7 +362,20 @@ impl Gateway {
                 Some(s) => (s, true),
                 None => match self.pools.select(ptype, model) {
                     Some(s) => (s, false),
-                    None => return Err(last),
+                    None => {
+                        let now = now_ms();
+                        if let Some(end) = self.pools.pool(ptype).and_then(|p| p.cooldown_ends(now))
+                        {
+                            let secs = ((end - now) as f64 / 1000.0).ceil() as i64;
+                            last = Failure {
+                                status: 429,
+                                message: format!(
+                                    "every {ptype} account is rate limited; retry in {secs}s"
+                                ),
+                            };
+                        }
+                        return Err(last);
+                    }
                 },
             };
             if retrying {

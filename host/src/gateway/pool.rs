@@ -235,6 +235,22 @@ impl Pool {
             .cloned()
     }
 
+    /// When the first eligible account that is cooling down becomes usable again, if all of
+    /// them are cooling down.
+    pub fn cooldown_ends(&self, now: i64) -> Option<i64> {
+        let inner = self.inner.load();
+        inner
+            .eligible
+            .iter()
+            .map(|&i| {
+                inner.slots[i as usize]
+                    .cooldown_until
+                    .load(Ordering::Relaxed)
+            })
+            .filter(|&t| t > now)
+            .min()
+    }
+
     pub fn counts(&self) -> (usize, usize) {
         let inner = self.inner.load();
         (inner.slots.len(), inner.eligible.len())
@@ -384,6 +400,57 @@ impl PoolManager {
             needs_refresh: ROption::RSome(false),
             ..StateUpdate::mark_healthy(now_ms())
         };
+        self.queue(slot, u);
+    }
+
+    /// Unhealthy accounts due for a probe: not disabled, no scheduled recovery pending, last
+    /// error and last check both older than `interval_ms`.
+    pub fn due_for_check(&self, interval_ms: i64) -> Vec<Arc<Slot>> {
+        let now = now_ms();
+        let pools: Vec<Arc<Pool>> = self
+            .pools
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut due = Vec::new();
+        for p in pools {
+            for slot in p.slots() {
+                let st = lock(&slot.state);
+                let old = |t: &ROption<i64>| match t {
+                    ROption::RSome(t) => now - t >= interval_ms,
+                    ROption::RNone => true,
+                };
+                if !st.healthy
+                    && !st.disabled
+                    && st.scheduled_recovery_time.is_none()
+                    && old(&st.last_error_time)
+                    && old(&st.last_health_check_time)
+                {
+                    due.push(slot.clone());
+                }
+            }
+        }
+        due
+    }
+
+    /// Records a health probe's outcome: healthy again, or still unhealthy with the reason.
+    pub fn health_checked(&self, slot: &Arc<Slot>, model: &str, result: Result<(), String>) {
+        let now = now_ms();
+        let mut u = match &result {
+            Ok(()) => StateUpdate::mark_healthy(now),
+            Err(reason) => StateUpdate {
+                at: now,
+                error_message: ROption::RSome(format!("health check: {reason}").into()),
+                ..Default::default()
+            },
+        };
+        u.at = now;
+        u.health_check_model = ROption::RSome(model.into());
+        if result.is_ok() {
+            tracing::info!(provider = %slot.provider_type, uuid = %slot.uuid, model, "health check passed: account healthy again");
+        }
         self.queue(slot, u);
     }
 

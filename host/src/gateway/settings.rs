@@ -36,6 +36,12 @@ pub struct Settings {
     /// `PROXY_URL` for the provider types in `PROXY_ENABLED_PROVIDERS`.
     pub proxy_url: Option<String>,
     pub proxy_providers: Vec<String>,
+    /// `SCHEDULED_HEALTH_CHECK.enabled`: probe unhealthy accounts and bring back the ones that
+    /// answer (on by default: an operator expects recovered accounts to return).
+    pub health_check_enabled: bool,
+    /// `SCHEDULED_HEALTH_CHECK.interval` (ms, 1 s – 1 h): how long after its last error or
+    /// check an unhealthy account is probed again.
+    pub health_check_interval_ms: i64,
 }
 
 impl Default for Settings {
@@ -128,6 +134,14 @@ impl Settings {
                 .filter(|s| !s.is_empty())
                 .map(String::from),
             proxy_providers: string_list(v.get("PROXY_ENABLED_PROVIDERS")),
+            health_check_enabled: v
+                .pointer("/SCHEDULED_HEALTH_CHECK/enabled")
+                .and_then(Value::as_bool)
+                .unwrap_or(true),
+            health_check_interval_ms: v
+                .get("SCHEDULED_HEALTH_CHECK")
+                .map_or(600_000, |h| int(h, "interval", 600_000))
+                .clamp(1_000, 3_600_000),
         }
     }
 
