@@ -766,3 +766,136 @@ pub(crate) fn normalize_messages(messages: Vec<Message>) -> Vec<Message> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parse_args_fallbacks() {
+        assert_eq!(parse_args(""), json!({}));
+        assert_eq!(parse_args("  {\"a\": 1} "), json!({"a": 1}));
+        assert_eq!(parse_args("{\"a\": \"b"), json!({"a": "b"}));
+        assert_eq!(
+            parse_args("{\"a\": [1, {\"b\": 2"),
+            json!({"a": [1, {"b": 2}]})
+        );
+        assert_eq!(parse_args("{\"a\": \"x\\u00"), json!({"a": "x"}));
+        assert_eq!(parse_args("{\"a\":"), json!({}));
+        assert_eq!(parse_args("{\"command\":dir}"), json!({}));
+        assert_eq!(parse_args("\"s\""), json!({"value": "s"}));
+        assert_eq!(parse_args("}{"), json!({}));
+    }
+
+    #[test]
+    fn data_urls() {
+        assert_eq!(
+            parse_data_url("data:image/png;base64,AAA="),
+            Some(("image/png".into(), "AAA=".into()))
+        );
+        assert_eq!(
+            parse_data_url("data:;base64,AAA="),
+            Some(("".into(), "AAA=".into()))
+        );
+        assert_eq!(parse_data_url("data:text/plain,hello"), None);
+        assert_eq!(parse_data_url("https://x/y.png"), None);
+        assert_eq!(
+            Media::from_url("data:;base64,QQ==", Some("image/jpeg")),
+            Media::Inline {
+                mime: "image/jpeg".into(),
+                data: "QQ==".into()
+            }
+        );
+        assert_eq!(
+            Media::from_url("https://x/y.webp?sig=1", Some("image/jpeg")),
+            Media::Url {
+                mime: Some("image/webp".into()),
+                url: "https://x/y.webp?sig=1".into()
+            }
+        );
+    }
+
+    #[test]
+    fn usage_semantics() {
+        let gemini = Usage {
+            input: Some(100),
+            output: Some(20),
+            total: Some(150),
+            cached: Some(40),
+            reasoning: Some(30),
+            ..Usage::default()
+        };
+        assert_eq!(gemini.output_with_reasoning(), 50);
+        assert_eq!(gemini.output_without_reasoning(), 20);
+        assert_eq!(gemini.claude_input(), 60);
+        assert_eq!(gemini.total(), 150);
+        let mut merged = Usage {
+            input: Some(5),
+            ..Usage::default()
+        };
+        merged.merge(&Usage {
+            output: Some(7),
+            reasoning_in_output: true,
+            ..Usage::default()
+        });
+        assert_eq!(
+            (merged.input, merged.output, merged.total()),
+            (Some(5), Some(7), 12)
+        );
+    }
+
+    #[test]
+    fn normalize_merges_pairs_and_repairs_orphans() {
+        let call = |id: &str| {
+            Part::ToolCall(ToolCall {
+                id: id.into(),
+                name: format!("fn_{id}"),
+                args: json!({}),
+            })
+        };
+        let result = |id: &str| {
+            Part::ToolResult(ToolResult {
+                call_id: id.into(),
+                name: None,
+                content: vec![Part::Text(format!("r{id}"))],
+                is_error: false,
+            })
+        };
+        let msgs = vec![
+            Message {
+                role: Role::User,
+                parts: vec![Part::Text("a".into())],
+            },
+            Message {
+                role: Role::User,
+                parts: vec![Part::Text("b".into())],
+            },
+            Message {
+                role: Role::Assistant,
+                parts: vec![call("1"), call("2"), call("3")],
+            },
+            Message {
+                role: Role::User,
+                parts: vec![Part::Text("t".into()), result("2"), result("1")],
+            },
+            Message {
+                role: Role::User,
+                parts: vec![result("9")],
+            },
+        ];
+        let out = normalize_messages(msgs);
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[0].parts.len(), 2);
+        // call 3 had no result: dropped
+        assert_eq!(out[1].parts, vec![call("1"), call("2")]);
+        // results first, in call order, named; orphan 9 becomes text
+        let Part::ToolResult(r) = &out[2].parts[0] else {
+            panic!()
+        };
+        assert_eq!((r.call_id.as_str(), r.name.as_deref()), ("1", Some("fn_1")));
+        assert!(matches!(&out[2].parts[1], Part::ToolResult(r) if r.call_id == "2"));
+        assert_eq!(out[2].parts[2], Part::Text("t".into()));
+        assert_eq!(out[2].parts[3], Part::Text("[Tool result 9]: r9".into()));
+    }
+}

@@ -6,10 +6,10 @@
 //! every pair (reference: `shared/reference/conversion.md`).
 //!
 //! Design: every protocol module parses into, and renders from, one internal representation
-//! ([`ir`]), so each direction is "parse source → normalise → render target". Where the
+//! (`ir`), so each direction is "parse source → normalise → render target". Where the
 //! reference marks an upstream bug (⚠) the correct behaviour is implemented; the choices are
-//! documented where they are made (module docs of [`ir`], [`claude`], [`gemini`], [`responses`],
-//! [`schema`], [`stream`]).
+//! documented where they are made (module docs of `ir`, `claude`, `gemini`, `responses`,
+//! `schema`, `stream`).
 //!
 //! Module map:
 //! * `ir` — internal types, shared helpers (lenient tool-argument parsing, data URLs, effort ⇄
@@ -110,7 +110,16 @@ pub fn convert_request(
     let mut req = parse_request(from, body)?;
     req.messages = ir::normalize_messages(std::mem::take(&mut req.messages));
     if req.messages.is_empty() {
-        return Err(ir::err("the request has no messages with content"));
+        // A request made of a system prompt only: every target needs a user turn, so the prompt
+        // becomes one (what upstream does for Gemini).
+        if req.system.is_empty() {
+            return Err(ir::err("the request has no messages with content"));
+        }
+        let text = std::mem::take(&mut req.system).join("\n");
+        req.messages.push(ir::Message {
+            role: ir::Role::User,
+            parts: vec![ir::Part::Text(text)],
+        });
     }
     Ok(match to {
         Protocol::OpenAi => openai::render_request(&req, model),

@@ -553,7 +553,6 @@ pub(crate) fn function_call_item(
 }
 
 /// The `response` object (non-stream body, and `response.*` stream events).
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn response_object(
     id: &str,
     created_at: u64,

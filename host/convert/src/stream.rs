@@ -1645,7 +1645,9 @@ impl Pass {
             });
             return true;
         }
-        if ty.is_empty() {
+        // A ping before message_start must not make us synthesise a start (and then drop the
+        // real one with its id and usage).
+        if ty.is_empty() || (ty == "ping" && !self.started) {
             return false;
         }
         if ty == "message_start" {

@@ -13,14 +13,23 @@ const OPENAI_GLM: &str = "openai/oldResponseChunk1762501528837.json";
 fn gemini_text() -> String {
     ndjson(GEMINI_TEXT)
         .iter()
-        .map(|c| c["candidates"][0]["content"]["parts"][0]["text"].as_str().unwrap().to_string())
+        .map(|c| {
+            c["candidates"][0]["content"]["parts"][0]["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect()
 }
 
 fn glm_reasoning() -> String {
     ndjson(OPENAI_GLM)
         .iter()
-        .filter_map(|c| c["choices"][0]["delta"]["reasoning_content"].as_str().map(str::to_string))
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["reasoning_content"]
+                .as_str()
+                .map(str::to_string)
+        })
         .collect()
 }
 
@@ -57,7 +66,11 @@ fn claude_tool_stream_to_openai() {
     }
     let acc = openai_accumulate(&out);
     assert_eq!(acc.tools.len(), 1);
-    assert_eq!(acc.tools[0].2, claude_partial_json(), "fragments forwarded verbatim");
+    assert_eq!(
+        acc.tools[0].2,
+        claude_partial_json(),
+        "fragments forwarded verbatim"
+    );
     assert_eq!(acc.finish.as_deref(), Some("tool_calls"));
     let usage = acc.usage.expect("usage on the finish chunk");
     assert_eq!(usage["prompt_tokens"], 22969);
@@ -68,7 +81,8 @@ fn claude_tool_stream_to_openai() {
 
 #[test]
 fn claude_tool_stream_to_openai_with_include_usage() {
-    let mut conv = aiclient_convert::StreamConverter::new(Claude, OpenAi, "m").with_include_usage(true);
+    let mut conv =
+        aiclient_convert::StreamConverter::new(Claude, OpenAi, "m").with_include_usage(true);
     let mut out = Vec::new();
     for e in ndjson(CLAUDE_TOOL) {
         out.extend(conv.push(e["type"].as_str(), &e));
@@ -178,7 +192,11 @@ fn gemini_text_stream_to_openai() {
     validate_openai(&out);
     // Chunks 1–2 carry `usageMetadata` without counts: no usage may be emitted for them.
     for e in &out[..out.len() - 2] {
-        assert!(data_json(e).get("usage").is_none(), "no usage before the end: {}", e.data);
+        assert!(
+            data_json(e).get("usage").is_none(),
+            "no usage before the end: {}",
+            e.data
+        );
     }
     let acc = openai_accumulate(&out);
     assert_eq!(acc.content, gemini_text());
@@ -245,7 +263,10 @@ fn openai_glm_stream_to_claude() {
         .find(|d| d["content_block"]["type"] == "tool_use")
         .unwrap();
     assert_eq!(tool_start["content_block"]["name"], "shell");
-    assert_eq!(tool_start["content_block"]["id"], "call_c1b2d1cfe12340ba85700f80");
+    assert_eq!(
+        tool_start["content_block"]["id"],
+        "call_c1b2d1cfe12340ba85700f80"
+    );
     let json_deltas = out
         .iter()
         .map(data_json)
@@ -362,7 +383,10 @@ fn responses_stream_to_claude() {
     assert_eq!(kinds, ["thinking", "text", "tool_use", "tool_use"]);
     assert_eq!(blocks[0].1, "Thinking");
     assert_eq!(blocks[1].1, "Hello");
-    assert_eq!(serde_json::from_str::<Value>(&blocks[2].1).unwrap(), json!({"cmd": "ls"}));
+    assert_eq!(
+        serde_json::from_str::<Value>(&blocks[2].1).unwrap(),
+        json!({"cmd": "ls"})
+    );
     assert_eq!(
         serde_json::from_str::<Value>(&blocks[3].1).unwrap(),
         json!({"input": "*** Begin \"Patch\"\n"})
@@ -383,7 +407,10 @@ fn responses_stream_to_openai() {
     assert_eq!(acc.reasoning, "Thinking");
     assert_eq!(acc.content, "Hello");
     assert_eq!(acc.tools.len(), 2);
-    assert_eq!(acc.tools[0], ("call_A".into(), "shell".into(), "{\"cmd\":\"ls\"}".into()));
+    assert_eq!(
+        acc.tools[0],
+        ("call_A".into(), "shell".into(), "{\"cmd\":\"ls\"}".into())
+    );
     assert_eq!(acc.tools[1].1, "apply_patch");
     assert_eq!(
         serde_json::from_str::<Value>(&acc.tools[1].2).unwrap(),
@@ -406,7 +433,11 @@ fn responses_stream_to_gemini() {
         .filter_map(|d| d["candidates"][0]["content"]["parts"][0].get("functionCall"))
         .collect();
     assert_eq!(calls.len(), 2);
-    assert_eq!(calls[0]["args"], json!({"cmd": "ls"}), "args are an object, not a raw string");
+    assert_eq!(
+        calls[0]["args"],
+        json!({"cmd": "ls"}),
+        "args are an object, not a raw string"
+    );
     let last = ds.last().unwrap();
     assert_eq!(last["usageMetadata"]["promptTokenCount"], 8585);
     assert_eq!(last["usageMetadata"]["candidatesTokenCount"], 217 - 128);

@@ -8,7 +8,9 @@ use serde_json::Value;
 
 /// Vectors are copied into `tests/vectors/` so the tests never depend on the outside tree.
 pub fn vector_path(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors").join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/vectors")
+        .join(rel)
 }
 
 pub fn vector(rel: &str) -> Value {
@@ -36,7 +38,11 @@ pub fn event_name(proto: Protocol, data: &Value) -> Option<String> {
 }
 
 /// Feeds all events then `finish()`; returns the client events and the converter.
-pub fn run_stream(from: Protocol, to: Protocol, events: &[Value]) -> (Vec<SseEvent>, StreamConverter) {
+pub fn run_stream(
+    from: Protocol,
+    to: Protocol,
+    events: &[Value],
+) -> (Vec<SseEvent>, StreamConverter) {
     let mut conv = StreamConverter::new(from, to, "test-model");
     let mut out = Vec::new();
     for e in events {
@@ -77,7 +83,11 @@ pub fn validate_claude(events: &[SseEvent]) {
     for (i, e) in events.iter().enumerate() {
         let d = data_json(e);
         let ty = d["type"].as_str().expect("type").to_string();
-        assert_eq!(e.event.as_deref(), Some(ty.as_str()), "event name must equal data.type");
+        assert_eq!(
+            e.event.as_deref(),
+            Some(ty.as_str()),
+            "event name must equal data.type"
+        );
         if i == 0 {
             assert_eq!(ty, "message_start", "first event must be message_start");
             continue;
@@ -85,13 +95,22 @@ pub fn validate_claude(events: &[SseEvent]) {
         assert_ne!(ty, "message_start", "only one message_start");
         match ty.as_str() {
             "content_block_start" => {
-                assert!(open.is_none(), "block started while another is open: {events:?}");
+                assert!(
+                    open.is_none(),
+                    "block started while another is open: {events:?}"
+                );
                 assert!(!saw_delta, "block after message_delta");
                 let idx = d["index"].as_u64().expect("index");
                 assert_eq!(idx, next_index, "block indexes must be consecutive");
                 next_index += 1;
                 open = Some(idx);
-                block_types.insert(idx, d["content_block"]["type"].as_str().unwrap_or("").to_string());
+                block_types.insert(
+                    idx,
+                    d["content_block"]["type"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
+                );
             }
             "content_block_delta" => {
                 let idx = d["index"].as_u64().expect("index");
@@ -115,7 +134,10 @@ pub fn validate_claude(events: &[SseEvent]) {
             "message_delta" => {
                 assert!(open.is_none(), "message_delta with an open block");
                 assert!(!saw_delta, "two message_delta");
-                assert!(d["delta"]["stop_reason"].is_string(), "message_delta needs stop_reason");
+                assert!(
+                    d["delta"]["stop_reason"].is_string(),
+                    "message_delta needs stop_reason"
+                );
                 saw_delta = true;
             }
             "message_stop" => {
@@ -126,7 +148,10 @@ pub fn validate_claude(events: &[SseEvent]) {
             other => panic!("unexpected Claude event {other}"),
         }
     }
-    assert_eq!(types(events).last().map(String::as_str), Some("message_stop"));
+    assert_eq!(
+        types(events).last().map(String::as_str),
+        Some("message_stop")
+    );
 }
 
 /// OpenAI chunks: role first, constant id, `[DONE]` last, exactly one finish_reason.
@@ -137,16 +162,19 @@ pub fn validate_openai(events: &[SseEvent]) {
     for e in events {
         assert!(e.event.is_none(), "OpenAI events have no event name");
     }
-    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant", "role first");
+    assert_eq!(
+        chunks[0]["choices"][0]["delta"]["role"], "assistant",
+        "role first"
+    );
     let id = chunks[0]["id"].clone();
     let mut finishes = 0;
     for c in &chunks {
         assert_eq!(c["id"], id, "constant id");
         assert_eq!(c["object"], "chat.completion.chunk");
-        if let Some(f) = c["choices"].get(0).and_then(|ch| ch.get("finish_reason")) {
-            if f.is_string() {
-                finishes += 1;
-            }
+        if let Some(f) = c["choices"].get(0).and_then(|ch| ch.get("finish_reason"))
+            && f.is_string()
+        {
+            finishes += 1;
         }
     }
     assert_eq!(finishes, 1, "exactly one finish_reason");
@@ -160,7 +188,10 @@ pub fn validate_responses(events: &[SseEvent]) {
     assert_eq!(tys[0], "response.created");
     assert_eq!(tys[1], "response.in_progress");
     let last = tys.last().unwrap();
-    assert!(last == "response.completed" || last == "response.incomplete", "terminal event last, got {last}");
+    assert!(
+        last == "response.completed" || last == "response.incomplete",
+        "terminal event last, got {last}"
+    );
     let mut prev: Option<u64> = None;
     let mut open = std::collections::BTreeSet::new();
     let mut done = std::collections::BTreeSet::new();
@@ -175,7 +206,10 @@ pub fn validate_responses(events: &[SseEvent]) {
         match ty {
             "response.output_item.added" => {
                 let oi = d["output_index"].as_u64().unwrap();
-                assert!(!open.contains(&oi) && !done.contains(&oi), "output_index reused");
+                assert!(
+                    !open.contains(&oi) && !done.contains(&oi),
+                    "output_index reused"
+                );
                 open.insert(oi);
             }
             "response.output_item.done" => {
@@ -192,7 +226,10 @@ pub fn validate_responses(events: &[SseEvent]) {
     }
     assert!(open.is_empty(), "items left open");
     let completed = ds.last().unwrap();
-    assert_eq!(completed["response"]["output"].as_array().unwrap().len(), done.len());
+    assert_eq!(
+        completed["response"]["output"].as_array().unwrap().len(),
+        done.len()
+    );
 }
 
 /// Gemini chunks: no event names, candidates present, exactly one finishReason, on the last chunk.
@@ -229,7 +266,9 @@ pub fn openai_accumulate(events: &[SseEvent]) -> OpenAiAcc {
         if let Some(u) = d.get("usage").filter(|u| u.is_object()) {
             acc.usage = Some(u.clone());
         }
-        let Some(ch) = d["choices"].get(0) else { continue };
+        let Some(ch) = d["choices"].get(0) else {
+            continue;
+        };
         let delta = &ch["delta"];
         if let Some(t) = delta["content"].as_str() {
             acc.content.push_str(t);
@@ -269,9 +308,10 @@ pub fn claude_accumulate(events: &[SseEvent]) -> (Vec<(String, String)>, Option<
     for e in events {
         let d = data_json(e);
         match d["type"].as_str().unwrap_or("") {
-            "content_block_start" => {
-                blocks.push((d["content_block"]["type"].as_str().unwrap().to_string(), String::new()))
-            }
+            "content_block_start" => blocks.push((
+                d["content_block"]["type"].as_str().unwrap().to_string(),
+                String::new(),
+            )),
             "content_block_delta" => {
                 let idx = d["index"].as_u64().unwrap() as usize;
                 let delta = &d["delta"];
