@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
+use crate::admin::PluginRow;
 use crate::config::{Config, Overrides};
 use crate::gateway::Gateway;
 use crate::gateway::providers::{ProviderPlugin, ProviderRegistry};
@@ -212,8 +213,12 @@ fn provider_paths(config: &Config) -> Result<Vec<std::path::PathBuf>, String> {
 }
 
 /// Loads and starts the provider plugins; every failure is reported, then startup stops.
-async fn start_providers(config: &Config, instance: &str) -> Result<ProviderRegistry, String> {
+async fn start_providers(
+    config: &Config,
+    instance: &str,
+) -> Result<(ProviderRegistry, Vec<PluginRow>), String> {
     let mut registry = ProviderRegistry::default();
+    let mut rows = Vec::new();
     let mut errors = Vec::new();
     for path in provider_paths(config)? {
         let lib = match loader::load_provider(&path) {
@@ -229,9 +234,21 @@ async fn start_providers(config: &Config, instance: &str) -> Result<ProviderRegi
             .await
             .into_result()
         {
-            Ok(obj) => match ProviderPlugin::new(&name, obj).and_then(|p| registry.add(p)) {
-                Ok(()) => {
-                    tracing::info!(plugin = %name, path = %path.display(), sdk = %lib.inspected.sdk_version, "provider plugin loaded")
+            Ok(obj) => match ProviderPlugin::new(&name, obj) {
+                Ok(p) => {
+                    rows.push(PluginRow {
+                        name: name.clone(),
+                        version: lib.info.version.to_string(),
+                        description: lib.info.description.to_string(),
+                        kind: "provider",
+                        provider_types: p.types.clone(),
+                    });
+                    match registry.add(p) {
+                        Ok(()) => {
+                            tracing::info!(plugin = %name, path = %path.display(), sdk = %lib.inspected.sdk_version, "provider plugin loaded")
+                        }
+                        Err(e) => errors.push(e),
+                    }
                 }
                 Err(e) => errors.push(e),
             },
@@ -239,7 +256,7 @@ async fn start_providers(config: &Config, instance: &str) -> Result<ProviderRegi
         }
     }
     if errors.is_empty() {
-        Ok(registry)
+        Ok((registry, rows))
     } else {
         Err(errors.join("\nerror: "))
     }
@@ -254,7 +271,29 @@ async fn serve(config: Config) -> Result<(), String> {
         sdk = %lib.inspected.sdk_version,
         "storage backend loaded"
     );
-    let providers = start_providers(&config, &instance).await?;
+    let (providers, mut plugin_rows) = start_providers(&config, &instance).await?;
+    plugin_rows.insert(
+        0,
+        PluginRow {
+            name: lib.info.name.to_string(),
+            version: lib.info.version.to_string(),
+            description: lib.info.description.to_string(),
+            kind: "storage",
+            provider_types: Vec::new(),
+        },
+    );
+    match crate::admin::auth::ensure_password(&storage).await {
+        Ok(Some(pw)) => {
+            println!("generated web UI admin password (shown once, stored hashed): {pw}")
+        }
+        Ok(None) => {}
+        Err(e) => {
+            return Err(format!(
+                "cannot read the admin password from the {} backend: {e}",
+                storage.name()
+            ));
+        }
+    }
     let srv = &config.file.server;
     let gateway = Gateway::new(
         storage.clone(),
@@ -283,6 +322,7 @@ async fn serve(config: Config) -> Result<(), String> {
     let state = AppState {
         gateway,
         started: std::time::Instant::now(),
+        plugins: plugin_rows,
     };
     server::run(listener, state, server::shutdown_signal())
         .await

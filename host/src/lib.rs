@@ -9,11 +9,13 @@
 //! - [`plugins`]: finding, checking and loading plugin libraries, and the host end of the log
 //!   bridge;
 //! - [`storage`]: the host-side handle on the active storage backend;
+//! - [`admin`]: the management API (`/api/*`) and web-UI sessions;
 //! - [`gateway`]: routing, account pools and provider calls; [`api`]: the client endpoints;
 //! - [`server`]: the axum application and its graceful shutdown.
 
 #![allow(non_local_definitions)]
 
+pub mod admin;
 pub mod api;
 pub mod cli;
 pub mod config;
@@ -21,3 +23,4 @@ pub mod gateway;
 pub mod plugins;
 pub mod server;
 pub mod storage;
+pub mod ui;

@@ -13,6 +13,7 @@ use axum::routing::get;
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use crate::admin::{AdminState, PluginRow};
 use crate::gateway::Gateway;
 
 /// What the server-level handlers can reach.
@@ -20,13 +21,18 @@ use crate::gateway::Gateway;
 pub struct AppState {
     pub gateway: Arc<Gateway>,
     pub started: Instant,
+    /// The loaded plugin libraries, for the management API.
+    pub plugins: Vec<PluginRow>,
 }
 
 pub fn router(state: AppState) -> Router {
+    let admin = AdminState::new(state.gateway.clone(), state.plugins.clone());
     Router::new()
         .route("/health", get(health))
         .route("/api/health", get(health))
         .with_state(state.clone())
+        .merge(crate::admin::router(admin))
+        .merge(crate::ui::router())
         .merge(crate::api::router(state.gateway))
 }
 
@@ -68,7 +74,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let gw = state.gateway.clone();
-    axum::serve(listener, router(state))
+    // Login throttling needs each client's address.
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await?;
     tracing::info!("server stopped; flushing counters and storage");

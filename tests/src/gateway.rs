@@ -14,6 +14,8 @@ pub struct Gateway {
     pub addr: SocketAddr,
     /// Everything the process wrote to stderr so far is forwarded here, line by line.
     pub stderr: mpsc::Receiver<String>,
+    /// Its stdout lines up to and including the "listening on" line.
+    pub stdout: Vec<String>,
 }
 
 /// The `aiclient` command with the test plugin dir and a clean logging environment.
@@ -53,19 +55,21 @@ impl Gateway {
         });
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
+            let mut seen = Vec::new();
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                seen.push(line.clone());
                 if let Some(rest) = line.split("listening on http://").nth(1) {
                     let addr = rest
                         .split_whitespace()
                         .next()
                         .unwrap_or_default()
                         .to_string();
-                    let _ = tx.send(addr);
+                    let _ = tx.send((addr, std::mem::take(&mut seen)));
                 }
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(a) => a.parse().expect("listen address parses"),
+        let (addr, stdout) = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok((a, lines)) => (a.parse().expect("listen address parses"), lines),
             Err(_) => {
                 let _ = child.kill();
                 let log: Vec<String> = err_rx.try_iter().collect();
@@ -79,11 +83,33 @@ impl Gateway {
             child,
             addr,
             stderr: err_rx,
+            stdout,
         }
+    }
+
+    /// The admin password the gateway generated and printed at its first start, if it did.
+    pub fn generated_password(&self) -> Option<String> {
+        self.stdout.iter().find_map(|l| {
+            l.split("admin password (shown once, stored hashed): ")
+                .nth(1)
+                .map(|p| p.trim().to_string())
+        })
     }
 
     pub fn get(&self, path: &str) -> (u16, String) {
         http(self.addr, "GET", path, &[], "")
+    }
+
+    /// Sends SIGTERM, waits for the exit, and returns everything the process logged (stderr).
+    pub fn terminate_keep_logs(mut self) -> Vec<String> {
+        let rx = std::mem::replace(&mut self.stderr, mpsc::channel().1);
+        let st = self.terminate();
+        assert!(st.success(), "exit status after SIGTERM: {st:?}");
+        let mut lines = Vec::new();
+        while let Ok(l) = rx.recv_timeout(Duration::from_millis(500)) {
+            lines.push(l);
+        }
+        lines
     }
 
     /// Sends SIGTERM and waits (up to 15 s) for the exit status.

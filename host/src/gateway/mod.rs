@@ -120,19 +120,54 @@ impl Gateway {
                 if !plugin.is_enabled() {
                     continue;
                 }
-                let model = serde_json::from_str::<Value>(&slot.config())
-                    .ok()
-                    .and_then(|c| {
-                        c.get("checkModelName")
-                            .and_then(Value::as_str)
-                            .map(String::from)
-                    })
-                    .or_else(|| plugin.check_model.clone())
-                    .unwrap_or_else(|| "gpt-4o-mini".into());
+                let model = self.check_model(&plugin, &slot);
                 let result = self.probe(&plugin, &slot, &model).await;
                 self.pools.health_checked(&slot, &model, result);
             }
         }
+    }
+
+    /// Probes every unhealthy, enabled account of `ptype` now (the UI's health-check button):
+    /// one result per account, `isAuthError` when the upstream refused the credential.
+    pub async fn check_accounts(&self, ptype: &str) -> Result<Vec<Value>, PluginError> {
+        let mut out = Vec::new();
+        let Some(pool) = self.pools.pool(ptype) else {
+            return Ok(out);
+        };
+        let Some(plugin) = self.providers.for_type(ptype).cloned() else {
+            return Ok(out);
+        };
+        for slot in pool.slots() {
+            let st = slot.state();
+            if st.healthy || st.disabled {
+                continue;
+            }
+            let model = self.check_model(&plugin, &slot);
+            let r = self.probe(&plugin, &slot, &model).await;
+            let (success, message) = match &r {
+                Ok(()) => (true, "healthy".to_string()),
+                Err(m) => (false, m.clone()),
+            };
+            let auth = ["401", "403", "Unauthorized", "Forbidden", "credential"]
+                .iter()
+                .any(|w| message.contains(w));
+            out.push(serde_json::json!({"uuid": &*slot.uuid, "success": success, "modelName": model, "message": message, "isAuthError": auth}));
+            self.pools.health_checked(&slot, &model, r);
+        }
+        Ok(out)
+    }
+
+    /// The account's `checkModelName`, else the plugin's default check model.
+    fn check_model(&self, plugin: &ProviderPlugin, slot: &Slot) -> String {
+        serde_json::from_str::<Value>(&slot.config())
+            .ok()
+            .and_then(|c| {
+                c.get("checkModelName")
+                    .and_then(Value::as_str)
+                    .map(String::from)
+            })
+            .or_else(|| plugin.check_model.clone())
+            .unwrap_or_else(|| "gpt-4o-mini".into())
     }
 
     async fn probe(

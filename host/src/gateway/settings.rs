@@ -42,6 +42,8 @@ pub struct Settings {
     /// `SCHEDULED_HEALTH_CHECK.interval` (ms, 1 s – 1 h): how long after its last error or
     /// check an unhealthy account is probed again.
     pub health_check_interval_ms: i64,
+    /// `LOGIN_EXPIRY`: web-UI session lifetime in seconds.
+    pub login_expiry_secs: i64,
 }
 
 impl Default for Settings {
@@ -142,6 +144,7 @@ impl Settings {
                 .get("SCHEDULED_HEALTH_CHECK")
                 .map_or(600_000, |h| int(h, "interval", 600_000))
                 .clamp(1_000, 3_600_000),
+            login_expiry_secs: int(v, "LOGIN_EXPIRY", 3600).clamp(60, 30 * 24 * 3600),
         }
     }
 
