@@ -41,6 +41,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
     };
     routes("")
         .merge(routes("/{provider}"))
+        .route("/metrics", get(crate::metrics::handler))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(gw)
 }
@@ -91,6 +92,21 @@ fn authorize(
                 "invalid or missing API key",
             ))),
         },
+    }
+}
+
+/// `/metrics` accepts the client API key or a web-UI session token.
+pub async fn authorized_for_metrics(gw: &Gateway, headers: &HeaderMap) -> bool {
+    let none = HashMap::new();
+    let presented = presented_key(headers, &none);
+    match (gw.required_key(), presented) {
+        (None, _) if gw.allow_no_api_key => true,
+        (Some(k), Some(p)) if same_key(p, &k) => true,
+        (_, Some(p)) => matches!(
+            crate::admin::auth::check_session(&gw.storage, p).await,
+            Ok(Some(_))
+        ),
+        _ => false,
     }
 }
 

@@ -324,9 +324,14 @@ async fn serve(config: Config) -> Result<(), String> {
         started: std::time::Instant::now(),
         plugins: plugin_rows,
     };
-    server::run(listener, state, server::shutdown_signal())
-        .await
-        .map_err(|e| e.to_string())
+    server::run(
+        listener,
+        state,
+        server::shutdown_signal(),
+        std::time::Duration::from_secs(config.file.server.shutdown_grace_secs),
+    )
+    .await
+    .map_err(|e| e.to_string())
 }
 
 /// One row of `plugins list`.

@@ -71,6 +71,9 @@ pub struct ServerSection {
     /// Serve the client APIs when no key is configured at all. Off: a gateway without a key
     /// refuses service rather than serving everyone.
     pub allow_no_api_key: bool,
+    /// After SIGTERM, how long in-flight requests and streams may finish before the process
+    /// closes them and exits.
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for ServerSection {
@@ -81,6 +84,7 @@ impl Default for ServerSection {
             instance_id: String::new(),
             api_key: None,
             allow_no_api_key: false,
+            shutdown_grace_secs: 30,
         }
     }
 }

@@ -66,19 +66,36 @@ async fn health(State(s): State<AppState>) -> impl IntoResponse {
     }
 }
 
-/// Serves until `shutdown` completes, then stops accepting, lets in-flight requests finish,
-/// writes pending counters and flushes the storage backend.
+/// Serves until `shutdown` completes; then stops accepting, lets in-flight requests (streams
+/// included) finish for up to `grace`, and writes pending counters and the storage backend's
+/// buffered writes before returning. A load balancer sees refused connections from the first
+/// moment and moves traffic to the other instances.
 pub async fn run(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: std::time::Duration,
 ) -> std::io::Result<()> {
     let gw = state.gateway.clone();
+    let (began_tx, began_rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        shutdown.await;
+        let _ = began_tx.send(());
+    };
     // Login throttling needs each client's address.
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown);
+    let deadline = async move {
+        if began_rx.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        r = std::future::IntoFuture::into_future(serve) => r?,
+        _ = deadline => tracing::warn!(grace_secs = grace.as_secs(), "requests still running after the shutdown grace period; closing them"),
+    }
     tracing::info!("server stopped; flushing counters and storage");
     if let Err(e) = gw.pools.flush().await {
         tracing::error!(error = %e, "writing pending counters at shutdown failed");

@@ -47,6 +47,7 @@ pub struct Gateway {
     pub api_key_override: Option<String>,
     /// Serve the client APIs without any key (explicit opt-out; off by default).
     pub allow_no_api_key: bool,
+    pub metrics: crate::metrics::Metrics,
     seq: AtomicU64,
 }
 
@@ -87,6 +88,7 @@ impl Gateway {
             instance_id: Arc::from(instance_id),
             api_key_override,
             allow_no_api_key,
+            metrics: crate::metrics::Metrics::default(),
             seq: AtomicU64::new(0),
         });
         gw.apply_plugin_states().await?;
@@ -294,6 +296,25 @@ impl Gateway {
 
     /// Serves one generate call end to end.
     pub async fn generate(self: &Arc<Self>, call: ClientCall) -> Response {
+        let started = std::time::Instant::now();
+        let protocol = call.protocol;
+        let (resp, provider) = self.generate_inner(call).await;
+        let m = &self.metrics;
+        m.requests
+            .get_or_create(&crate::metrics::RequestLabels {
+                provider: provider.clone(),
+                protocol: format!("{protocol:?}"),
+                status: resp.status().as_u16().to_string(),
+            })
+            .inc();
+        m.latency
+            .get_or_create(&crate::metrics::ProviderLabels { provider })
+            .observe(started.elapsed().as_secs_f64());
+        resp
+    }
+
+    /// Serves the call; also says which provider type answered (`none` if no upstream did).
+    async fn generate_inner(self: &Arc<Self>, call: ClientCall) -> (Response, String) {
         let mut last = Failure {
             status: 503,
             message: String::new(),
@@ -310,10 +331,10 @@ impl Gateway {
             }
             let body = match self.upstream_body(&call, plugin.protocol, model) {
                 Ok(b) => b,
-                Err(e) => return error_response(call.protocol, 400, &e),
+                Err(e) => return (error_response(call.protocol, 400, &e), "none".into()),
             };
             match self.try_type(&call, &plugin, ptype, model, body).await {
-                Ok(resp) => return resp,
+                Ok(resp) => return (resp, ptype.clone()),
                 Err(f) => last = f,
             }
         }
@@ -326,7 +347,20 @@ impl Gateway {
                     .join(", ")
             );
         }
-        error_response(call.protocol, last.status, &last.message)
+        (
+            error_response(call.protocol, last.status, &last.message),
+            "none".into(),
+        )
+    }
+
+    fn failure(&self, provider: &str, outcome: &str) {
+        self.metrics
+            .upstream_failures
+            .get_or_create(&crate::metrics::OutcomeLabels {
+                provider: provider.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
     }
 
     fn upstream_body(
@@ -467,6 +501,14 @@ impl Gateway {
                         502
                     };
                     tracing::warn!(provider = ptype, uuid = %slot.uuid, error = %e, "upstream call failed");
+                    self.failure(
+                        ptype,
+                        if e.code == ErrorCode::TIMEOUT {
+                            "timeout"
+                        } else {
+                            "transport"
+                        },
+                    );
                     self.pools.record_error(&slot, &e.to_string());
                     last = Failure {
                         status,
@@ -481,6 +523,16 @@ impl Gateway {
             }
             let message = upstream_message(&reply.body, reply.status);
             let now = now_ms();
+            if reply.action != AccountAction::CLIENT_ERROR {
+                let outcome = match reply.action {
+                    AccountAction::COOLDOWN => "rate_limited",
+                    AccountAction::REFRESH => "credential_refused",
+                    AccountAction::UNHEALTHY => "account_unusable",
+                    AccountAction::QUOTA => "quota",
+                    _ => "upstream_error",
+                };
+                self.failure(ptype, outcome);
+            }
             match reply.action {
                 AccountAction::CLIENT_ERROR => {
                     return Ok(error_response(call.protocol, reply.status, &message));

@@ -115,7 +115,16 @@ impl Gateway {
             options: "{}".into(),
         };
         tracing::info!(provider = t, uuid = u, "refreshing token");
-        match plugin.refresh_token(req).await {
+        let result = plugin.refresh_token(req).await;
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        self.metrics
+            .token_refreshes
+            .get_or_create(&crate::metrics::OutcomeLabels {
+                provider: t.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+        match result {
             Ok(new) => {
                 let cas = self.storage.cas_token(t, u, &stored_rt, &new).await?;
                 let current: Arc<str> = if cas.swapped {
