@@ -62,12 +62,28 @@ function button(label, onClick, testId) {
   return b;
 }
 
+// Which loaded provider plugins serve a provider type, and whether any of them is enabled:
+// a pool whose plugins are all disabled (or that no loaded plugin serves) serves nothing.
+function servingOf(plugins) {
+  const by = new Map();
+  for (const p of plugins) {
+    if (p.kind === "storage") continue;
+    for (const t of p.providerTypes || []) {
+      if (!by.has(t)) by.set(t, []);
+      by.get(t).push(p);
+    }
+  }
+  return by;
+}
+
 async function loadPools() {
-  const pools = await api("GET", "/api/providers");
+  const [pools, { plugins }] = await Promise.all([api("GET", "/api/providers"), api("GET", "/api/plugins")]);
+  const serving = servingOf(plugins || []);
   const root = $("pools");
   root.replaceChildren();
   const types = Object.keys(pools).sort();
-  $("known-types").replaceChildren(...types.map((t) => Object.assign(document.createElement("option"), { value: t })));
+  const known = [...new Set([...types, ...serving.keys()])].sort();
+  $("known-types").replaceChildren(...known.map((t) => Object.assign(document.createElement("option"), { value: t })));
   if (types.length === 0) root.append(text(document.createElement("p"), "No accounts yet."));
   for (const type of types) {
     const card = document.createElement("div");
@@ -75,7 +91,18 @@ async function loadPools() {
     card.dataset.type = type;
     const accounts = pools[type];
     const healthy = accounts.filter((a) => a.isHealthy !== false && !a.isDisabled).length;
-    card.append(text(document.createElement("h2"), `${type} — ${healthy}/${accounts.length} healthy`));
+    const head = text(document.createElement("h2"), `${type} — ${healthy}/${accounts.length} healthy`);
+    const servers = serving.get(type) || [];
+    if (!servers.some((p) => p.enabled)) {
+      const why = servers.length === 0 ? "no loaded plugin serves this type"
+        : `plugin ${servers.map((p) => p.name).join(", ")} disabled`;
+      card.classList.add("off");
+      const badge = text(document.createElement("span"), `not serving: ${why}`);
+      badge.className = "badge";
+      badge.dataset.test = "pool-state";
+      head.append(" ", badge);
+    }
+    card.append(head);
     const table = document.createElement("table");
     table.createTHead().insertRow().append(...["Name", "UUID", "Status", "Usage", "Errors", "Last used", "Last error", ""].map((h) => text(document.createElement("th"), h)));
     const body = table.createTBody();
@@ -116,6 +143,9 @@ function edit(type, a) {
   $("edit-config").value = JSON.stringify(cfg, null, 2);
   $("edit-error").textContent = "";
   const dlg = $("edit-dialog");
+  // A dialog keeps the last returnValue when closed with Escape: without this, Escape after an
+  // earlier Save would save the discarded edit.
+  dlg.returnValue = "";
   dlg.onclose = async () => {
     if (dlg.returnValue !== "save") return;
     try {
@@ -129,8 +159,11 @@ function edit(type, a) {
 $("add-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   $("add-error").textContent = "";
+  $("add-msg").textContent = "";
   try {
-    await api("POST", "/api/providers", { providerType: $("add-type").value.trim(), providerConfig: JSON.parse($("add-config").value) });
+    const r = await api("POST", "/api/providers", { providerType: $("add-type").value.trim(), providerConfig: JSON.parse($("add-config").value) });
+    $("add-msg").textContent = `Added ${r.providerType} account ${r.provider.customName || r.provider.uuid}.`;
+    $("add-config").value = $("add-config").defaultValue;
     await loadPools();
   } catch (err) {
     $("add-error").textContent = err.message;
@@ -187,10 +220,14 @@ function soon(fn) { clearTimeout(refreshTimer); refreshTimer = setTimeout(fn, 25
 function listen() {
   if (events) events.close();
   events = new EventSource(`/api/events?token=${enc(token)}`);
-  events.onopen = () => $("live").classList.add("on");
-  events.onerror = () => $("live").classList.remove("on");
+  events.onopen = () => { $("live").classList.add("on"); $("live").textContent = "● live"; };
+  events.onerror = () => { $("live").classList.remove("on"); $("live").textContent = "● offline"; };
   events.addEventListener("provider_update", () => { if (!$("tab-pools").hidden) soon(loadPools); });
-  events.addEventListener("plugin_update", () => { if (!$("tab-plugins").hidden) soon(loadPlugins); });
+  // The pools view shows which pools a disabled plugin leaves unserved.
+  events.addEventListener("plugin_update", () => {
+    if (!$("tab-plugins").hidden) soon(loadPlugins);
+    if (!$("tab-pools").hidden) soon(loadPools);
+  });
   events.addEventListener("config_update", () => { if (!$("tab-config").hidden) soon(loadConfig); });
 }
 
