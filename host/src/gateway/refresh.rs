@@ -60,7 +60,6 @@ impl Gateway {
         }
         let t = &*slot.provider_type;
         let u = &*slot.uuid;
-        let seen_rt = refresh_token_of(&seen).unwrap_or_default();
         let owner = format!("{}:{}", self.instance_id, uuid::Uuid::new_v4());
         let deadline = tokio::time::Instant::now() + WAIT_FOR_OTHER;
         loop {
@@ -69,7 +68,7 @@ impl Gateway {
             }
             // Another instance is refreshing: wait for its result to land in storage.
             if let Some(stored) = self.storage.get_token(t, u).await?
-                && refresh_token_of(&stored).unwrap_or_default() != seen_rt
+                && self.newer(plugin, t, &seen, &stored)
             {
                 let stored: Arc<str> = Arc::from(stored);
                 slot.set_cached_token(Some(stored.clone()));
@@ -83,7 +82,7 @@ impl Gateway {
             }
             tokio::time::sleep(POLL).await;
         }
-        let result = self.refresh_locked(plugin, slot, &seen_rt).await;
+        let result = self.refresh_locked(plugin, slot, &seen).await;
         if let Err(e) = self.storage.release_lock(t, u, &owner).await {
             tracing::warn!(provider = t, uuid = u, error = %e, "releasing the refresh lock failed; it expires by itself");
         }
@@ -94,7 +93,7 @@ impl Gateway {
         &self,
         plugin: &ProviderPlugin,
         slot: &Arc<Slot>,
-        seen_rt: &str,
+        seen: &str,
     ) -> Result<Option<Arc<str>>, PluginError> {
         let (t, u) = (&*slot.provider_type, &*slot.uuid);
         // The lock's previous holder may have finished just before we got it.
@@ -102,7 +101,7 @@ impl Gateway {
             return Ok(None);
         };
         let stored_rt = refresh_token_of(&stored).unwrap_or_default();
-        if stored_rt != seen_rt {
+        if self.newer(plugin, t, seen, &stored) {
             let s: Arc<str> = Arc::from(stored);
             slot.set_cached_token(Some(s.clone()));
             return Ok(Some(s));
@@ -151,6 +150,25 @@ impl Gateway {
                 Err(e)
             }
         }
+    }
+
+    /// Whether `stored` is a refresh of `seen`: a new refresh token (rotating providers) or a
+    /// later expiry (providers such as Google keep the refresh token and only renew access).
+    fn newer(
+        &self,
+        plugin: &ProviderPlugin,
+        provider_type: &str,
+        seen: &str,
+        stored: &str,
+    ) -> bool {
+        if refresh_token_of(stored) != refresh_token_of(seen) {
+            return true;
+        }
+        let (a, b) = (
+            plugin.token_expiry(provider_type, seen),
+            plugin.token_expiry(provider_type, stored),
+        );
+        b > a && b > 0
     }
 
     fn due(&self, plugin: &ProviderPlugin, slot: &Slot, token: &str) -> bool {
