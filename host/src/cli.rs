@@ -39,6 +39,14 @@ pub enum Command {
     /// Inspect plugin libraries
     #[command(subcommand)]
     Plugins(PluginsCommand),
+    /// Import an AIClient-2-API configs/ directory into the storage backend, or copy all state
+    /// from one backend to another (--from/--to); idempotent and verified
+    Migrate(crate::migrate::MigrateArgs),
+    /// Write the storage backend's state out as an AIClient-2-API configs/ directory
+    Export(crate::migrate::ExportArgs),
+    /// Initialise an empty storage backend: default config and plugin states, a generated admin
+    /// password and client API key
+    Init(crate::migrate::InitArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -128,6 +136,9 @@ pub fn main() -> ExitCode {
             ..a.storage.overrides()
         },
         Command::Plugins(PluginsCommand::List(a)) => a.storage.overrides(),
+        Command::Migrate(a) => a.overrides(),
+        Command::Export(a) => a.overrides(),
+        Command::Init(a) => a.storage.overrides(),
     };
     let env = |k: &str| std::env::var(k).ok();
     let config = match Config::load(cli.config.as_deref(), &env, &flags) {
@@ -150,14 +161,19 @@ pub fn main() -> ExitCode {
     };
     let result = rt.block_on(async {
         match cli.command {
-            Command::Serve(_) => serve(config).await,
-            Command::Plugins(PluginsCommand::List(a)) => list(config, a.format).await,
+            Command::Serve(_) => serve(config).await.map(|()| ExitCode::SUCCESS),
+            Command::Plugins(PluginsCommand::List(a)) => {
+                list(config, a.format).await.map(|()| ExitCode::SUCCESS)
+            }
+            Command::Migrate(a) => Ok(crate::migrate::run_migrate(&config, a).await),
+            Command::Export(a) => Ok(crate::migrate::run_export(&config, a).await),
+            Command::Init(a) => Ok(crate::migrate::run_init(&config, a).await),
         }
     });
     // Plugin runtimes and connections are torn down with the process; do not wait on them.
     rt.shutdown_background();
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(msg) => {
             eprintln!("error: {msg}");
             ExitCode::FAILURE

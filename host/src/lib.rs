@@ -20,6 +20,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod gateway;
+pub mod migrate;
 pub mod metrics;
 pub mod plugins;
 pub mod server;

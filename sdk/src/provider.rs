@@ -84,6 +84,8 @@ impl AccountAction {
     pub const QUOTA: Self = Self(4);
     /// The client's request was at fault (e.g. 400): never penalise the account.
     pub const CLIENT_ERROR: Self = Self(5);
+    /// A transient upstream problem (e.g. overloaded): try another account, count no error.
+    pub const SWITCH: Self = Self(6);
 }
 
 /// One event of a streaming reply, in the plugin's protocol: SSE `event:` name (empty if none)

@@ -20,7 +20,11 @@ pub struct Gateway {
 
 /// The `aiclient` command with the test plugin dir and a clean logging environment.
 pub fn command(args: &[&str]) -> Command {
-    let a = crate::artifacts::get();
+    command_with(crate::artifacts::get(), args)
+}
+
+/// [`command`] with an explicit set of built artifacts.
+pub fn command_with(a: &crate::artifacts::Artifacts, args: &[&str]) -> Command {
     let mut cmd = Command::new(a.bin("aiclient"));
     cmd.args(args)
         .env_remove("RUST_LOG")
@@ -35,9 +39,20 @@ pub fn command(args: &[&str]) -> Command {
 impl Gateway {
     /// Starts `aiclient serve --port 0 <args>` in `cwd` and waits (up to 30 s) until it listens.
     pub fn start(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Gateway {
+        Self::start_with(crate::artifacts::get(), cwd, args, env)
+    }
+
+    /// [`Gateway::start`] with an explicit set of built artifacts (a test that built only the
+    /// packages it needs with [`crate::artifacts::build`]).
+    pub fn start_with(
+        artifacts: &crate::artifacts::Artifacts,
+        cwd: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Gateway {
         let mut full = vec!["serve", "--host", "127.0.0.1", "--port", "0"];
         full.extend_from_slice(args);
-        let mut cmd = command(&full);
+        let mut cmd = command_with(artifacts, &full);
         cmd.current_dir(cwd)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -529,6 +529,7 @@ impl Gateway {
                     AccountAction::REFRESH => "credential_refused",
                     AccountAction::UNHEALTHY => "account_unusable",
                     AccountAction::QUOTA => "quota",
+                    AccountAction::SWITCH => "switched",
                     _ => "upstream_error",
                 };
                 self.failure(ptype, outcome);
@@ -571,6 +572,7 @@ impl Gateway {
                         None,
                     );
                 }
+                AccountAction::SWITCH => {} // try another account; not the account's fault
                 AccountAction::QUOTA => {
                     let until = (reply.action_until > now).then_some(reply.action_until);
                     self.pools

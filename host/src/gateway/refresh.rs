@@ -28,6 +28,9 @@ const LOCK_TTL_MS: u64 = 60_000;
 /// How long a waiting instance polls storage for another instance's refresh result.
 const WAIT_FOR_OTHER: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(100);
+/// After a retryable refresh failure, the account rests this long before the next attempt, so
+/// a down token endpoint is not hammered by every request.
+const REFRESH_RETRY_MS: i64 = 10_000;
 
 impl Gateway {
     /// The token to call with: the cached one, refreshed first if it is within the plugin's
@@ -139,6 +142,12 @@ impl Gateway {
                 slot.set_cached_token(Some(current.clone()));
                 self.pools.refreshed(slot);
                 Ok(Some(current))
+            }
+            Err(e) if e.retryable => {
+                // The token endpoint is down or slow: the credential may be fine; try later.
+                tracing::warn!(provider = t, uuid = u, error = %e, "token refresh failed for now; will retry");
+                self.pools.cooldown(slot, now_ms() + REFRESH_RETRY_MS);
+                Err(e)
             }
             Err(e) => {
                 tracing::warn!(provider = t, uuid = u, error = %e, "token refresh failed");
