@@ -643,6 +643,7 @@ fn upstream_message(body: &str, status: u16) -> String {
     let from_json = v.as_ref().and_then(|v| {
         v.pointer("/error/message")
             .or_else(|| v.get("message"))
+            .or_else(|| v.get("detail").filter(|d| d.is_string()))
             .or_else(|| v.get("error").filter(|e| e.is_string()))
             .and_then(Value::as_str)
             .map(str::to_string)
