@@ -14,3 +14,4 @@ pub mod gateway;
 pub mod mock_upstream;
 pub mod mocks;
 pub mod redis_server;
+pub mod seed;

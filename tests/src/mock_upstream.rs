@@ -9,6 +9,7 @@
 //! | `mock-500` | HTTP 500 |
 //! | `mock-429` | HTTP 429 with `retry-after: 1` |
 //! | `mock-400` | HTTP 400 invalid request |
+//! | `mock-slow` | the text, streamed one word per 100 ms (unary: answered after 300 ms) |
 //!
 //! It counts the calls it received, per key, so tests can check what reached the upstream.
 
@@ -242,6 +243,9 @@ async fn openai_chat(State(m): State<Arc<Mock>>, headers: HeaderMap, body: Bytes
         return r;
     }
     let stream = req.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    if model == "mock-slow" {
+        return slow_openai(stream, &model).await;
+    }
     let tool_result = last_tool_result(&req);
     let wants_tool = model == "mock-tool" && tool_result.is_none();
     let text = match &tool_result {
@@ -308,6 +312,49 @@ async fn openai_chat(State(m): State<Arc<Mock>>, headers: HeaderMap, body: Bytes
     }
     ev.push((None, "[DONE]".to_string()));
     sse(ev)
+}
+
+/// `mock-slow`: a stream that takes ~0.5 s (one word per 100 ms), or a unary answer after 300 ms.
+async fn slow_openai(stream: bool, model: &str) -> Response {
+    let chunk = |delta: Value, finish: Value| {
+        json!({"id": "chatcmpl-slow", "object": "chat.completion.chunk", "created": 1700000000, "model": model,
+               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        .to_string()
+    };
+    if !stream {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        return json_resp(
+            StatusCode::OK,
+            json!({
+                "id": "chatcmpl-slow", "object": "chat.completion", "created": 1700000000, "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": TEXT}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 12, "completion_tokens": 6, "total_tokens": 18},
+            }),
+        );
+    }
+    let mut frames: Vec<String> = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
+    frames.extend(
+        TEXT.split_inclusive(' ')
+            .map(|w| chunk(json!({"content": w}), Value::Null)),
+    );
+    frames.push(chunk(json!({}), json!("stop")));
+    frames.push("[DONE]".to_string());
+    let body = futures_util::stream::unfold(frames.into_iter(), |mut it| async move {
+        let f = it.next()?;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        Some((
+            Ok::<_, std::convert::Infallible>(format!("data: {f}\n\n")),
+            it,
+        ))
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .body(Body::from_stream(body))
+        .expect("response")
 }
 
 async fn claude_messages(State(m): State<Arc<Mock>>, headers: HeaderMap, body: Bytes) -> Response {

@@ -4,33 +4,13 @@
 
 use std::time::{Duration, Instant};
 
-use aiclient::plugins::{create_storage, loader};
-use aiclient_sdk::account::split_account;
 use aiclient_tests::gateway::{Gateway, http};
 use aiclient_tests::mock_upstream;
 use aiclient_tests::redis_server::RedisServer;
+use aiclient_tests::seed;
 use serde_json::{Value, json};
 
 const KEY: &str = "two-instance-key";
-
-async fn seed(url: &str, mock_base: &str) -> aiclient::storage::Storage {
-    let lib = loader::load_storage(aiclient_tests::artifacts::get().lib("aiclient_backend_redis"))
-        .expect("load redis backend");
-    let s = create_storage(&lib, &json!({"url": url, "instance_id": "seed"}))
-        .await
-        .expect("connect");
-    s.set_config(&json!({"REQUIRED_API_KEY": KEY, "MODEL_PROVIDER": "openai-custom", "REQUEST_MAX_RETRIES": 0}).to_string()).await.expect("config");
-    for i in 0..4 {
-        let acct = json!({"uuid": format!("acct-{i}"), "OPENAI_BASE_URL": format!("{mock_base}/v1"), "OPENAI_API_KEY": format!("up-{i}")});
-        s.add_account(
-            split_account("openai-custom", acct.as_object().expect("object").clone())
-                .expect("split"),
-        )
-        .await
-        .expect("add");
-    }
-    s
-}
 
 fn chat(gw: &Gateway, key: &str) -> u16 {
     let body =
@@ -72,7 +52,12 @@ fn two_gateways_on_one_redis_count_exactly_and_see_each_others_changes() {
         .enable_all()
         .build()
         .expect("runtime");
-    let storage = rt.block_on(seed(&url, &mock.base_url()));
+    let storage = rt.block_on(async {
+        let s = seed::redis_storage(&url).await;
+        let config = json!({"REQUIRED_API_KEY": KEY, "MODEL_PROVIDER": "openai-custom", "REQUEST_MAX_RETRIES": 0});
+        seed::openai_accounts(&s, &config, &mock.base_url(), 4).await;
+        s
+    });
 
     let dir = tempfile::tempdir().expect("tmp");
     let args = [
