@@ -37,6 +37,25 @@ fn plugins_list_shows_backends_with_kind_version_path_and_state() {
             .find(|p| p["name"] == name)
             .unwrap_or_else(|| panic!("{name} listed: {v:#}"))
     };
+    for backend in ["memory", "file", "redis"] {
+        assert_eq!(find(backend)["kind"], "storage", "{backend}");
+    }
+    for provider in [
+        "openai-custom",
+        "claude-custom",
+        "kiro",
+        "gemini",
+        "qwen",
+        "iflow",
+        "codex",
+    ] {
+        let p = find(provider);
+        assert_eq!(p["kind"], "provider", "{provider}");
+        assert_eq!(
+            p["enabled"], "enabled",
+            "{provider}: every provider plugin found is enabled by default"
+        );
+    }
     let mem = find("memory");
     assert_eq!(mem["kind"], "storage");
     assert_eq!(mem["sdkVersion"], aiclient_sdk::SDK_VERSION);

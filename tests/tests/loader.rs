@@ -136,7 +136,12 @@ async fn panics_in_a_plugin_come_back_as_errors_and_the_host_keeps_going() {
         "keeps the message: {e}"
     );
 
-    let s = create_storage(&lib, &json!({})).await.expect("create");
+    let s = create_storage(
+        &lib,
+        &json!({"panic_get_config": true, "panic_set_config": true}),
+    )
+    .await
+    .expect("create");
     let e = s.status().await.expect_err("first status panics");
     assert_eq!(e.code, ErrorCode::PANIC);
     assert!(e.message.contains("status call 0 panics on purpose"), "{e}");
