@@ -27,15 +27,7 @@ const CREDENTIAL_PHRASES: [&str; 10] = [
     "token has expired",
 ];
 
-/// The error object's message (`error.message`, `message`, `msg`, or a string `error`).
-pub fn message_of(v: &Value) -> Option<String> {
-    v.pointer("/error/message")
-        .or_else(|| v.get("message"))
-        .or_else(|| v.get("msg"))
-        .or_else(|| v.get("error").filter(|e| e.is_string()))
-        .and_then(Value::as_str)
-        .map(str::to_string)
-}
+pub use aiclient_provider_kit::error_message as message_of;
 
 /// Whether an error body says the credential was refused.
 pub fn names_refused_credential(body: &str) -> bool {

@@ -25,7 +25,6 @@
 pub mod credentials;
 pub mod errors;
 pub mod request;
-pub mod response;
 pub mod settings;
 pub mod sign;
 
@@ -165,9 +164,9 @@ impl IFlow {
             let body = read_capped(resp).await;
             errors::refusal(status, body, hint, now_ms())
         } else if req.stream {
-            response::stream(resp).await?
+            kit::openai_compat::stream(resp, errors::refusal).await?
         } else {
-            response::unary(resp).await?
+            kit::openai_compat::unary(resp, errors::refusal).await?
         };
         if reply.action == AccountAction::REFRESH {
             self.refused.add(key, now_ms());

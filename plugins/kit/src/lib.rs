@@ -3,6 +3,8 @@
 //! [`StreamEvent`]s. A plugin keeps only what is specific to its upstream: URLs, headers,
 //! body shape, and its own exceptions to the default status mapping.
 
+pub mod openai_compat;
+
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
@@ -67,6 +69,16 @@ pub fn account_str(account: &Value, key: &str) -> Option<String> {
         .get(key)
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+/// An upstream error object's message: `error.message`, `message`, `msg`, or a string `error`.
+pub fn error_message(v: &Value) -> Option<String> {
+    v.pointer("/error/message")
+        .or_else(|| v.get("message"))
+        .or_else(|| v.get("msg"))
+        .or_else(|| v.get("error").filter(|e| e.is_string()))
+        .and_then(Value::as_str)
         .map(str::to_string)
 }
 

@@ -31,14 +31,7 @@ const AUTH_PHRASES: [&str; 7] = [
     "access denied",
 ];
 
-/// The error object's message (`error.message`, `message`, or a string `error`).
-pub fn message_of(v: &Value) -> Option<String> {
-    v.pointer("/error/message")
-        .or_else(|| v.get("message"))
-        .or_else(|| v.get("error").filter(|e| e.is_string()))
-        .and_then(Value::as_str)
-        .map(str::to_string)
-}
+pub use aiclient_provider_kit::error_message as message_of;
 
 /// Whether an error body is a quota error.
 pub fn is_quota(body: &str) -> bool {

@@ -28,7 +28,6 @@ pub mod credentials;
 pub mod errors;
 pub mod limiter;
 pub mod request;
-pub mod response;
 pub mod settings;
 
 use std::collections::HashMap;
@@ -175,9 +174,9 @@ impl Qwen {
             return Ok(self.note(reply, access));
         }
         let reply = if req.stream {
-            response::stream(resp).await?
+            kit::openai_compat::stream(resp, errors::refusal).await?
         } else {
-            response::unary(resp).await?
+            kit::openai_compat::unary(resp, errors::refusal).await?
         };
         Ok(self.note(reply, access))
     }

@@ -1,6 +1,7 @@
-//! iFlow's answers (iflow.md §4): a unary `chat.completion` (checked to be JSON and passed on
-//! unchanged) and an SSE stream of `chat.completion.chunk`s, handed to the host event by event
-//! until `data: [DONE]`.
+//! Answers of OpenAI-compatible upstreams (Qwen, iFlow, …): a unary `chat.completion` (checked
+//! to be JSON and passed on unchanged) and an SSE stream of `chat.completion.chunk`s, handed to
+//! the host event by event until `data: [DONE]`. What a refusal means for the account is the
+//! plugin's: it passes its own [`Refusal`] mapping.
 //!
 //! Streams are checked before they are handed over: the first event must be a JSON chunk (a
 //! garbage or empty stream is an error the host can still turn into a clean client error or
@@ -8,14 +9,17 @@
 //! that are not JSON, or error objects, end the stream with an error (the host sends the
 //! client an error event and the protocol's terminator) rather than being skipped silently.
 
-use aiclient_provider_kit as kit;
 use aiclient_sdk::PluginError;
 use aiclient_sdk::account::now_ms;
 use aiclient_sdk::provider::{EventStream, Reply, StreamEvent};
 use futures_util::StreamExt;
 use serde_json::Value;
 
-use crate::errors;
+use crate as kit;
+
+/// A plugin's mapping of an upstream refusal (status, body, header retry hint ms, now ms) to a
+/// reply.
+pub type Refusal = fn(u16, String, i64, i64) -> Reply;
 
 /// What one upstream event is.
 enum Checked {
@@ -81,7 +85,7 @@ fn malformed(data: &str) -> PluginError {
 }
 
 /// The reply for a 2xx unary answer.
-pub async fn unary(resp: reqwest::Response) -> Result<Reply, PluginError> {
+pub async fn unary(resp: reqwest::Response, refusal: Refusal) -> Result<Reply, PluginError> {
     let body = resp.text().await.map_err(kit::transport_error)?;
     let v: Value = serde_json::from_str(&body).map_err(|e| {
         PluginError::unavailable(format!(
@@ -90,13 +94,13 @@ pub async fn unary(resp: reqwest::Response) -> Result<Reply, PluginError> {
         ))
     })?;
     if let Some(status) = as_error(&v) {
-        return Ok(errors::refusal(status, body, 0, now_ms()));
+        return Ok(refusal(status, body, 0, now_ms()));
     }
     Ok(Reply::ok(body))
 }
 
 /// The reply for a 2xx streaming answer.
-pub async fn stream(resp: reqwest::Response) -> Result<Reply, PluginError> {
+pub async fn stream(resp: reqwest::Response, refusal: Refusal) -> Result<Reply, PluginError> {
     let mut events = kit::sse_events(resp);
     let first = loop {
         match events.next().await {
@@ -110,7 +114,7 @@ pub async fn stream(resp: reqwest::Response) -> Result<Reply, PluginError> {
                 Checked::Skip => continue,
                 Checked::Chunk(c) => break c,
                 Checked::ErrorObject(status, body) => {
-                    return Ok(errors::refusal(status, body, 0, now_ms()));
+                    return Ok(refusal(status, body, 0, now_ms()));
                 }
                 Checked::Malformed(d) => return Err(malformed(&d)),
             },
@@ -130,7 +134,7 @@ fn checked_stream(first: StreamEvent, events: EventStream) -> EventStream {
                 Checked::ErrorObject(_, body) => {
                     let msg = serde_json::from_str::<Value>(&body)
                         .ok()
-                        .and_then(|v| errors::message_of(&v))
+                        .and_then(|v| kit::error_message(&v))
                         .unwrap_or(body);
                     Some(Err(PluginError::unavailable(format!(
                         "upstream error inside the stream: {msg}"
