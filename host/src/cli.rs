@@ -280,7 +280,11 @@ async fn start_providers(
 
 async fn serve(config: Config) -> Result<(), String> {
     let instance = instance_id(&config);
-    let (lib, storage) = open_backend(&config, &instance).await?;
+    let (lib, storage) = crate::startup::open(&config, &instance).await?;
+    // Writes left over from an outage go first, before anything else is written.
+    let journal =
+        crate::gateway::journal::Journal::new(&config.file.server.data_dir, storage.name());
+    crate::gateway::journal::replay(&storage, &journal).await?;
     tracing::info!(
         backend = %lib.info.name,
         path = %lib.inspected.path.display(),
@@ -325,6 +329,7 @@ async fn serve(config: Config) -> Result<(), String> {
             "no client API key configured (REQUIRED_API_KEY / --api-key): the client APIs refuse every request"
         );
     }
+    gateway.pools.set_journal(journal);
     gateway.spawn_background();
     let addr = format!("{}:{}", srv.host, srv.port);
     let listener = tokio::net::TcpListener::bind(&addr)

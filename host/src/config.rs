@@ -74,6 +74,9 @@ pub struct ServerSection {
     /// After SIGTERM, how long in-flight requests and streams may finish before the process
     /// closes them and exits.
     pub shutdown_grace_secs: u64,
+    /// Where the gateway keeps its own files (the journal of writes storage did not take
+    /// while it was down). Env `AICLIENT_DATA_DIR`.
+    pub data_dir: PathBuf,
 }
 
 impl Default for ServerSection {
@@ -85,6 +88,7 @@ impl Default for ServerSection {
             api_key: None,
             allow_no_api_key: false,
             shutdown_grace_secs: 30,
+            data_dir: PathBuf::from("data"),
         }
     }
 }
@@ -131,6 +135,14 @@ impl Default for FileSection {
 #[serde(deny_unknown_fields, default)]
 pub struct RedisSection {
     pub url: Option<Secret>,
+    /// Redis Cluster seed nodes (`redis://host:port` each; env `REDIS_CLUSTER_NODES`,
+    /// comma-separated). Non-empty = cluster mode; `url`/`host`/`port`/`db` are then unused.
+    pub cluster_nodes: Vec<Secret>,
+    /// Redis Sentinel addresses (env `REDIS_SENTINELS`, comma-separated) and the monitored
+    /// master's name (`REDIS_SENTINEL_MASTER`); both set = Sentinel mode (`host`/`port`
+    /// unused; `username`/`password`/`db` apply to the master).
+    pub sentinels: Vec<Secret>,
+    pub sentinel_master: Option<String>,
     pub host: String,
     pub port: u16,
     pub username: Option<String>,
@@ -139,12 +151,50 @@ pub struct RedisSection {
     pub key_prefix: String,
     pub connect_timeout_ms: u64,
     pub command_timeout_ms: u64,
+    /// What `serve` does when Redis is configured but unreachable or empty at startup
+    /// (env `AICLIENT_REDIS_ON_UNAVAILABLE`).
+    pub on_unavailable: OnUnavailable,
+}
+
+/// Startup policy when Redis is unreachable (or reachable but holds no data).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnUnavailable {
+    /// Serve from the file backend (`[storage.file] config_dir`) with a loud warning.
+    #[default]
+    FallbackFile,
+    /// Retry with backoff until Redis answers (and holds data).
+    Wait,
+    /// Exit 1 with one clear line.
+    Refuse,
+}
+
+impl OnUnavailable {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim() {
+            "fallback-file" => Some(Self::FallbackFile),
+            "wait" => Some(Self::Wait),
+            "refuse" => Some(Self::Refuse),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::FallbackFile => "fallback-file",
+            Self::Wait => "wait",
+            Self::Refuse => "refuse",
+        }
+    }
 }
 
 impl Default for RedisSection {
     fn default() -> Self {
         Self {
             url: None,
+            cluster_nodes: Vec::new(),
+            sentinels: Vec::new(),
+            sentinel_master: None,
             host: "localhost".into(),
             port: 6379,
             username: None,
@@ -153,6 +203,7 @@ impl Default for RedisSection {
             key_prefix: "aiclient:".into(),
             connect_timeout_ms: 5000,
             command_timeout_ms: 1000,
+            on_unavailable: OnUnavailable::default(),
         }
     }
 }
@@ -248,6 +299,9 @@ impl Config {
                 let r = &s.redis;
                 json!({
                     "url": r.url.as_ref().map(|u| u.0.clone()),
+                    "cluster_nodes": r.cluster_nodes.iter().map(|n| n.0.clone()).collect::<Vec<_>>(),
+                    "sentinels": r.sentinels.iter().map(|n| n.0.clone()).collect::<Vec<_>>(),
+                    "sentinel_master": r.sentinel_master,
                     "host": r.host,
                     "port": r.port,
                     "username": r.username,
@@ -324,6 +378,27 @@ fn apply_env(f: &mut FileConfig, env: &dyn Fn(&str) -> Option<String>) -> Result
     if let Some(v) = env("REDIS_KEY_PREFIX") {
         r.key_prefix = v;
     }
+    if let Some(v) = env("REDIS_CLUSTER_NODES").filter(|v| !v.trim().is_empty()) {
+        r.cluster_nodes = v
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(|n| Secret(n.to_string()))
+            .collect();
+        f.storage.backend = "redis".into();
+    }
+    if let Some(v) = env("REDIS_SENTINELS").filter(|v| !v.trim().is_empty()) {
+        r.sentinels = v
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(|n| Secret(n.to_string()))
+            .collect();
+        f.storage.backend = "redis".into();
+    }
+    if let Some(v) = env("REDIS_SENTINEL_MASTER").filter(|v| !v.trim().is_empty()) {
+        r.sentinel_master = Some(v.trim().to_string());
+    }
     if let Some(v) = env("REDIS_URL").filter(|v| !v.trim().is_empty()) {
         r.url = Some(Secret(v));
         f.storage.backend = "redis".into();
@@ -342,11 +417,22 @@ fn apply_env(f: &mut FileConfig, env: &dyn Fn(&str) -> Option<String>) -> Result
             }
         }
     }
+    if let Some(v) = env("AICLIENT_REDIS_ON_UNAVAILABLE") {
+        f.storage.redis.on_unavailable =
+            OnUnavailable::parse(&v).ok_or_else(|| ConfigError::Env {
+                name: "AICLIENT_REDIS_ON_UNAVAILABLE",
+                value: v.clone(),
+                message: "expected fallback-file, wait or refuse".into(),
+            })?;
+    }
     if let Some(v) = env("AICLIENT_HOST") {
         f.server.host = v;
     }
     if let Some(v) = env("AICLIENT_PORT") {
         f.server.port = parse_env("AICLIENT_PORT", v)?;
+    }
+    if let Some(v) = env("AICLIENT_DATA_DIR").filter(|v| !v.trim().is_empty()) {
+        f.server.data_dir = v.into();
     }
     if let Some(v) = env("AICLIENT_INSTANCE_ID") {
         f.server.instance_id = v;
@@ -496,6 +582,39 @@ mod tests {
             c.file.storage.backend, "redis",
             "REDIS_URL auto-enables Redis"
         );
+    }
+
+    #[test]
+    fn redis_cluster_nodes_from_env_are_passed_on_and_never_shown() {
+        let env = env_of(&[(
+            "REDIS_CLUSTER_NODES",
+            "redis://:pw9@127.0.0.1:7000, redis://127.0.0.1:7001,",
+        )]);
+        let c = Config::load(None, &env, &Overrides::default()).unwrap();
+        assert_eq!(
+            c.file.storage.backend, "redis",
+            "cluster nodes enable Redis"
+        );
+        let j = c.backend_config("i1");
+        assert_eq!(
+            j["cluster_nodes"],
+            json!(["redis://:pw9@127.0.0.1:7000", "redis://127.0.0.1:7001"])
+        );
+        let shown = format!("{:?}", c.file.storage.redis);
+        assert!(!shown.contains("pw9"), "{shown}");
+
+        let env = env_of(&[
+            (
+                "REDIS_SENTINELS",
+                "redis://127.0.0.1:26379,redis://127.0.0.1:26380",
+            ),
+            ("REDIS_SENTINEL_MASTER", "mymaster"),
+        ]);
+        let c = Config::load(None, &env, &Overrides::default()).unwrap();
+        assert_eq!(c.file.storage.backend, "redis");
+        let j = c.backend_config("i1");
+        assert_eq!(j["sentinels"].as_array().map(Vec::len), Some(2));
+        assert_eq!(j["sentinel_master"], "mymaster");
     }
 
     #[test]

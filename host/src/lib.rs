@@ -24,5 +24,6 @@ pub mod migrate;
 pub mod metrics;
 pub mod plugins;
 pub mod server;
+pub mod startup;
 pub mod storage;
 pub mod ui;

@@ -320,6 +320,11 @@ pub async fn migrate(
             dir.display()
         )));
     }
+    if from.place == Place::Memory {
+        return Err(Stop::usage(
+            "the source is the memory backend, which starts empty in every process: nothing to migrate",
+        ));
+    }
     if to.place == Place::Memory && !opts.dry_run {
         return Err(Stop::usage(
             "the target is the memory backend, which keeps nothing after this command: give --redis-url, --to, or configure a storage backend",

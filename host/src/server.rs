@@ -97,8 +97,8 @@ pub async fn run(
         _ = deadline => tracing::warn!(grace_secs = grace.as_secs(), "requests still running after the shutdown grace period; closing them"),
     }
     tracing::info!("server stopped; flushing counters and storage");
-    if let Err(e) = gw.pools.flush().await {
-        tracing::error!(error = %e, "writing pending counters at shutdown failed");
+    if let Err(e) = gw.pools.flush_or_journal().await {
+        tracing::error!(error = %e, "writing pending counters at shutdown failed; they are in the journal");
     }
     if let Err(e) = gw.storage.flush().await {
         tracing::error!(error = %e, "storage flush at shutdown failed");

@@ -49,9 +49,7 @@ impl Artifacts {
     }
     /// The directory the host's plugin libraries are in (next to the binary).
     pub fn plugin_dir(&self) -> &Path {
-        self.lib("aiclient_backend_memory")
-            .parent()
-            .expect("a lib has a directory")
+        self.bin("aiclient").parent().expect("a binary has a directory")
     }
 }
 

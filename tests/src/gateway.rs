@@ -31,6 +31,12 @@ pub fn command_with(a: &crate::artifacts::Artifacts, args: &[&str]) -> Command {
         .env_remove("AICLIENT_CONFIG")
         .env_remove("REDIS_URL")
         .env_remove("REDIS_ENABLED")
+        // Provider plugins fall back to these; tests set what they need per account.
+        .env_remove("GEMINI_OAUTH_CLIENT_ID")
+        .env_remove("GEMINI_OAUTH_CLIENT_SECRET")
+        .env_remove("IFLOW_OAUTH_CLIENT_ID")
+        .env_remove("IFLOW_OAUTH_CLIENT_SECRET")
+        .env_remove("QWEN_OAUTH_CLIENT_ID")
         .env("AICLIENT_PLUGIN_DIR", a.plugin_dir())
         .env("NO_COLOR", "1");
     cmd
@@ -83,7 +89,7 @@ impl Gateway {
                 }
             }
         });
-        let (addr, stdout) = match rx.recv_timeout(Duration::from_secs(30)) {
+        let (addr, stdout) = match rx.recv_timeout(Duration::from_secs(60)) {
             Ok((a, lines)) => (a.parse().expect("listen address parses"), lines),
             Err(_) => {
                 let _ = child.kill();
@@ -100,6 +106,11 @@ impl Gateway {
             stderr: err_rx,
             stdout,
         }
+    }
+
+    /// What the process logged (stderr) since the last call.
+    pub fn logs(&self) -> String {
+        self.stderr.try_iter().collect::<Vec<_>>().join("\n")
     }
 
     /// The admin password the gateway generated and printed at its first start, if it did.
@@ -129,6 +140,11 @@ impl Gateway {
 
     /// Sends SIGTERM and waits (up to 15 s) for the exit status.
     pub fn terminate(mut self) -> std::process::ExitStatus {
+        self.stop()
+    }
+
+    /// [`Gateway::terminate`] through a borrow (for a gateway kept inside a test's fixture).
+    pub fn stop(&mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         Command::new("kill")
             .args(["-TERM", &pid])

@@ -15,3 +15,4 @@ pub mod mock_upstream;
 pub mod mocks;
 pub mod redis_server;
 pub mod seed;
+pub mod redis_cluster;

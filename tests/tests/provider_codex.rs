@@ -10,12 +10,12 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Barrier, OnceLock, mpsc};
+use std::sync::{Arc, Barrier, OnceLock};
 use std::time::Duration;
 
 use aiclient_sdk::account::{format_time, now_ms, parse_time_exact, split_account};
 use aiclient_tests::artifacts::{self, Artifacts};
+use aiclient_tests::gateway::Gateway;
 use aiclient_tests::gateway::http;
 use aiclient_tests::mocks::codex::{
     self, CLIENT_ID, CodexMock, Counters, DEFAULT_TEXT, Fault, PNG_B64, Split, USAGE_CACHED,
@@ -40,110 +40,11 @@ fn artifacts() -> &'static Artifacts {
         ])
     })
 }
-
-/// A running `aiclient serve`, killed when dropped.
-struct Gateway {
-    child: Child,
-    addr: SocketAddr,
-    stderr: mpsc::Receiver<String>,
-}
-
-impl Gateway {
-    /// SIGTERM, then waits (up to 15 s): the host flushes storage on the way out.
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("run kill");
-        for _ in 0..150 {
-            if let Some(st) = self.child.try_wait().expect("wait") {
-                return st;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("aiclient did not exit within 15 s of SIGTERM");
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `aiclient serve` with only the Codex provider plugin loaded.
+/// `aiclient serve --port 0 <args>` loading only this test's plugins, in `cwd`.
 fn start_gateway(a: &Artifacts, cwd: &Path, args: &[&str]) -> Gateway {
-    let plugin_dir = a
-        .lib("aiclient_provider_codex")
-        .parent()
-        .expect("the plugin has a directory");
-    let mut full = vec!["serve", "--host", "127.0.0.1", "--port", "0"];
-    full.extend_from_slice(args);
+    let mut full = args.to_vec();
     full.extend_from_slice(&["--provider", "codex"]);
-    let mut child = Command::new(a.bin("aiclient"))
-        .args(&full)
-        .current_dir(cwd)
-        .env_remove("RUST_LOG")
-        .env_remove("AICLIENT_CONFIG")
-        .env_remove("REDIS_URL")
-        .env_remove("REDIS_ENABLED")
-        .env("AICLIENT_PLUGIN_DIR", plugin_dir)
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn aiclient");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let (err_tx, err_rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = err_tx.send(line);
-        }
-    });
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                let _ = tx.send(
-                    rest.split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_string(),
-                );
-            }
-        }
-    });
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(addr) => Gateway {
-            child,
-            addr: addr.parse().expect("listen address"),
-            stderr: err_rx,
-        },
-        Err(_) => {
-            let _ = child.kill();
-            let log: Vec<String> = err_rx.try_iter().collect();
-            panic!(
-                "aiclient did not start listening; stderr:\n{}",
-                log.join("\n")
-            );
-        }
-    }
-}
-
-/// What the gateway logged so far (for failure messages).
-fn logs(gw: &Gateway) -> String {
-    gw.stderr.try_iter().collect::<Vec<_>>().join("\n")
+    Gateway::start_with(a, cwd, &full, &[])
 }
 
 /// The credential file the Codex CLI / the original project writes, expiring at `expires_at`.
@@ -341,7 +242,7 @@ fn openai_chat_unary_and_stream_send_the_exact_codex_request() {
     let body = json!({"model": "gpt-5.4", "temperature": 0.3, "max_tokens": 100, "top_p": 0.9, "user": "u-1",
                       "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]});
     let (st, out) = post(&s, "/v1/chat/completions", &hdr, &body);
-    assert_eq!(st, 200, "{out}\n{}", logs(&s.gw));
+    assert_eq!(st, 200, "{out}\n{}", s.gw.logs());
     let c = parse(&out);
     assert_eq!(c["choices"][0]["message"]["content"], DEFAULT_TEXT);
     assert_eq!(c["choices"][0]["finish_reason"], "stop");
@@ -516,7 +417,7 @@ fn responses_clients_get_the_stream_and_a_filled_final_output() {
     let body = json!({"model": "gpt-5.4", "input": "Hi", "instructions": "Be terse.", "store": true,
                       "temperature": 0.5, "max_output_tokens": 50, "metadata": {"session_id": "sess-9"}});
     let (st, out) = post(&s, "/v1/responses", &[], &body);
-    assert_eq!(st, 200, "{out}\n{}", logs(&s.gw));
+    assert_eq!(st, 200, "{out}\n{}", s.gw.logs());
     let v = parse(&out);
     assert_eq!(v["object"], "response");
     assert_eq!(v["status"], "completed");
@@ -619,7 +520,7 @@ fn tool_calls_round_trip_for_every_client() {
         &[],
         &json!({"model": "gpt-5.4", "tools": tools, "messages": [ask]}),
     );
-    assert_eq!(st, 200, "{out}\n{}", logs(&s.gw));
+    assert_eq!(st, 200, "{out}\n{}", s.gw.logs());
     let c = parse(&out);
     assert_eq!(c["choices"][0]["finish_reason"], "tool_calls", "{out}");
     let call = &c["choices"][0]["message"]["tool_calls"][0];
@@ -900,7 +801,7 @@ fn images_reach_codex_and_generated_images_come_back() {
         &json!({"model": "gpt-5.4", "messages": [{"role": "user", "content": [
         {"type": "text", "text": "What is this?"}, {"type": "image_url", "image_url": {"url": data_url}}]}]}),
     );
-    assert_eq!(st, 200, "{out}\n{}", logs(&s.gw));
+    assert_eq!(st, 200, "{out}\n{}", s.gw.logs());
     let content =
         s.mock.state.last_response_request().expect("call").body["input"][0]["content"].clone();
     assert_eq!(
@@ -1034,7 +935,7 @@ fn fifty_concurrent_requests_on_an_expired_token_refresh_once_and_write_back_the
         &claude_body("Hi", false),
     );
     for (st, out) in &results {
-        assert_eq!(*st, 200, "{out}\n{}", logs(&s.gw));
+        assert_eq!(*st, 200, "{out}\n{}", s.gw.logs());
         assert_eq!(parse(out)["content"][0]["text"], DEFAULT_TEXT);
     }
     let c = &s.mock.state.counters;
@@ -1075,7 +976,7 @@ fn fifty_concurrent_requests_on_an_expired_token_refresh_once_and_write_back_the
     );
 
     let mut s = s;
-    assert!(s.gw.terminate().success());
+    assert!(s.gw.stop().success());
     let written = parse(&std::fs::read_to_string(s.token_file("s")).expect("token file"));
     assert_newest(&written, &s.creds[0].1, &s.mock, "s");
     let pools = s.pools();
@@ -1097,7 +998,7 @@ fn a_refused_token_is_refreshed_on_401_and_rotations_are_followed() {
     // The file says the token is good for hours; upstream it expired (mock clock).
     st_.advance(Duration::from_secs(2 * 3600));
     let (code, out) = post(&s, "/v1/chat/completions", &[], &chat("Hi"));
-    assert_eq!(code, 200, "{out}\n{}", logs(&s.gw));
+    assert_eq!(code, 200, "{out}\n{}", s.gw.logs());
     assert_eq!(
         (counter(&st_.counters.auth_rejected), s.mock.token_calls()),
         (1, 1),
@@ -1133,7 +1034,7 @@ fn a_refused_token_is_refreshed_on_401_and_rotations_are_followed() {
     assert_eq!(s.mock.token_calls(), 3);
 
     let mut s = s;
-    assert!(s.gw.terminate().success());
+    assert!(s.gw.stop().success());
     let written = parse(&std::fs::read_to_string(s.token_file("r")).expect("token file"));
     let original = &s.creds[0].1;
     assert_eq!(keys(&written), keys(original), "{written}");
@@ -1165,7 +1066,7 @@ fn a_failed_refresh_marks_the_account_unhealthy_and_another_serves() {
     );
     for _ in 0..4 {
         let (st, out) = post(&s, "/v1/chat/completions", &[], &chat("Hi"));
-        assert_eq!(st, 200, "{out}\n{}", logs(&s.gw));
+        assert_eq!(st, 200, "{out}\n{}", s.gw.logs());
     }
     assert_eq!(
         s.mock.token_calls(),
@@ -1180,7 +1081,7 @@ fn a_failed_refresh_marks_the_account_unhealthy_and_another_serves() {
             .all(|r| r.account.as_deref() == Some("live"))
     );
     let mut s = s;
-    assert!(s.gw.terminate().success());
+    assert!(s.gw.stop().success());
     let dead = s.account_state("dead");
     assert_eq!(dead["isHealthy"], false, "{dead}");
     assert!(
@@ -1246,7 +1147,7 @@ fn two_gateways_sharing_redis_refresh_once() {
         &chat("Hi"),
     );
     for (st, out) in &results {
-        assert_eq!(*st, 200, "{out}\n{}\n{}", logs(&g1), logs(&g2));
+        assert_eq!(*st, 200, "{out}\n{}\n{}", g1.logs(), g2.logs());
         assert_eq!(parse(out)["choices"][0]["message"]["content"], DEFAULT_TEXT);
     }
     let refreshes = mock.token_calls();
@@ -1293,7 +1194,7 @@ fn client_errors_pass_through_and_stream_failures_are_clean_errors() {
     // 400: returned with the backend's reason; nobody is penalised.
     st_.inject(Fault::detail("Unsupported parameter: reasoning.foo"), 1);
     let (st, out) = post(&s, "/v1/chat/completions", &[], &chat("Hi"));
-    assert_eq!(st, 400, "{out}\n{}", logs(&s.gw));
+    assert_eq!(st, 400, "{out}\n{}", s.gw.logs());
     assert_eq!(
         parse(&out)["error"]["message"],
         "Unsupported parameter: reasoning.foo",
@@ -1437,7 +1338,7 @@ fn usage_limits_rate_limits_and_failures_change_pool_health() {
     // 429 usage limit: the account is out until the reset; the request switches.
     st_.inject(Fault::usage_limit(7200), 1);
     let (st, out) = post(&s, "/v1/chat/completions", &[], &chat("Hi"));
-    assert_eq!(st, 200, "{out}\n{}", logs(&s.gw));
+    assert_eq!(st, 200, "{out}\n{}", s.gw.logs());
     let limited = account_of(0);
     let other = account_of(1);
     assert_ne!(limited, other);
@@ -1488,7 +1389,7 @@ fn usage_limits_rate_limits_and_failures_change_pool_health() {
     assert!(out.contains("You exceeded your current quota."), "{out}");
 
     let mut s = s;
-    assert!(s.gw.terminate().success());
+    assert!(s.gw.stop().success());
     let l = s.account_state(&limited);
     assert_eq!(l["isHealthy"], false, "{l}");
     let recovery = parse_time_exact(l["scheduledRecoveryTime"].as_str().unwrap_or_default())
@@ -1532,7 +1433,7 @@ fn credentials_without_a_usable_access_token() {
     let gw = &s.gw;
     for _ in 0..4 {
         let (st, out) = post_to(gw.addr, "/v1/chat/completions", &[], &chat("Hi"));
-        assert_eq!(st, 200, "{out}\n{}", logs(gw));
+        assert_eq!(st, 200, "{out}\n{}", gw.logs());
     }
     let st_ = &s.mock.state;
     assert_eq!(
@@ -1563,7 +1464,7 @@ fn credentials_without_a_usable_access_token() {
     let before = s.mock.token_calls();
     for _ in 0..3 {
         let (st, out) = post_to(gw.addr, "/v1/chat/completions", &[], &chat("Hi"));
-        assert_eq!(st, 200, "{out}\n{}", logs(gw));
+        assert_eq!(st, 200, "{out}\n{}", gw.logs());
     }
     assert_eq!(
         s.mock.token_calls(),
@@ -1571,7 +1472,7 @@ fn credentials_without_a_usable_access_token() {
         "one refresh, for the refreshable account"
     );
     let mut s = s;
-    assert!(s.gw.terminate().success());
+    assert!(s.gw.stop().success());
     let only_state = s.account_state("only");
     assert_eq!(only_state["isHealthy"], false, "{only_state}");
     assert!(

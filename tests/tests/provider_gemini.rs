@@ -10,14 +10,12 @@
 //! The default provider is deliberately `openai-custom` (not loaded): every request picks
 //! `gemini-cli-oauth` by `Model-Provider` header or path prefix.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use aiclient_tests::artifacts::{self, Artifacts};
+use aiclient_tests::gateway::Gateway;
 use aiclient_tests::gateway::http;
 use aiclient_tests::mocks::gemini::{self, Fault, GeminiMock, Injection, Options, ep};
 use serde_json::{Value, json};
@@ -39,103 +37,11 @@ fn artifacts() -> &'static Artifacts {
         ])
     })
 }
-
-/// A running gateway process, killed when dropped.
-struct Gateway {
-    child: std::process::Child,
-    addr: std::net::SocketAddr,
-    /// Its stderr, line by line.
-    stderr: mpsc::Receiver<String>,
-}
-
-impl Gateway {
-    /// SIGTERM, then the exit status (the gateway flushes its state on the way out).
-    fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("run kill");
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Some(st) = self.child.try_wait().expect("wait") {
-                return st;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("aiclient did not exit within 15 s of SIGTERM");
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `aiclient serve --port 0 <args> --provider gemini` in `cwd`, waiting until it listens.
+/// `aiclient serve --port 0 <args>` loading only this test's plugins, in `cwd`.
 fn start_gateway(cwd: &Path, args: &[&str]) -> Gateway {
-    let a = artifacts();
-    let mut full = vec!["serve", "--host", "127.0.0.1", "--port", "0"];
-    full.extend_from_slice(args);
+    let mut full = args.to_vec();
     full.extend_from_slice(&["--provider", "gemini"]);
-    let plugin_dir = a
-        .lib("aiclient_provider_gemini")
-        .parent()
-        .expect("plugin dir")
-        .to_path_buf();
-    let mut child = Command::new(a.bin("aiclient"))
-        .args(&full)
-        .current_dir(cwd)
-        .env_remove("RUST_LOG")
-        .env_remove("AICLIENT_CONFIG")
-        .env_remove("REDIS_URL")
-        .env_remove("REDIS_ENABLED")
-        .env_remove("GEMINI_OAUTH_CLIENT_ID")
-        .env_remove("GEMINI_OAUTH_CLIENT_SECRET")
-        .env("AICLIENT_PLUGIN_DIR", plugin_dir)
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn aiclient");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let (err_tx, err_rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = err_tx.send(line);
-        }
-    });
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                let _ = tx.send(
-                    rest.split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_string(),
-                );
-            }
-        }
-    });
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(addr) => Gateway {
-            child,
-            addr: addr.parse().expect("listen address"),
-            stderr: err_rx,
-        },
-        Err(_) => {
-            let _ = child.kill();
-            let log: Vec<String> = err_rx.try_iter().collect();
-            panic!(
-                "aiclient did not start listening; stderr:\n{}",
-                log.join("\n")
-            );
-        }
-    }
+    Gateway::start_with(artifacts(), cwd, &full, &[])
 }
 
 fn base_config() -> Value {
@@ -1200,12 +1106,12 @@ fn two_gateways_sharing_redis_refresh_exactly_once() {
     let mut results = t1.join().expect("gateway 1 requests");
     results.extend(t2.join().expect("gateway 2 requests"));
     let failed: Vec<_> = results.iter().filter(|(st, _)| *st != 200).collect();
-    let logs = |g: &Gateway| g.stderr.try_iter().collect::<Vec<_>>().join("\n");
+    let _logs = |g: &Gateway| g.stderr.try_iter().collect::<Vec<_>>().join("\n");
     assert!(
         failed.is_empty(),
         "all 100 succeed: {failed:?}\n{}\n{}",
-        logs(&gw1),
-        logs(&gw2)
+        gw1.logs(),
+        gw2.logs()
     );
     println!(
         "token-endpoint calls for 2 x 50 concurrent requests (two gateways, Redis): {}",

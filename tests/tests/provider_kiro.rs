@@ -10,12 +10,12 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Barrier, OnceLock, mpsc};
+use std::sync::{Arc, Barrier, OnceLock};
 use std::time::Duration;
 
 use aiclient_sdk::account::{format_time, now_ms, parse_time_exact, split_account};
 use aiclient_tests::artifacts::{self, Artifacts};
+use aiclient_tests::gateway::Gateway;
 use aiclient_tests::gateway::http;
 use aiclient_tests::mocks::kiro::{self, Counters, DEFAULT_TEXT, Fault, KiroMock, Split, Turn};
 use aiclient_tests::redis_server::RedisServer;
@@ -39,110 +39,11 @@ fn artifacts() -> &'static Artifacts {
         ])
     })
 }
-
-/// A running `aiclient serve`, killed when dropped.
-struct Gateway {
-    child: Child,
-    addr: SocketAddr,
-    stderr: mpsc::Receiver<String>,
-}
-
-impl Gateway {
-    /// SIGTERM, then waits (up to 15 s) for the exit status: the host flushes storage on the way out.
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("run kill");
-        for _ in 0..150 {
-            if let Some(st) = self.child.try_wait().expect("wait") {
-                return st;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("aiclient did not exit within 15 s of SIGTERM");
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `aiclient serve` with only the Kiro provider plugin loaded.
+/// `aiclient serve --port 0 <args>` loading only this test's plugins, in `cwd`.
 fn start_gateway(a: &Artifacts, cwd: &Path, args: &[&str]) -> Gateway {
-    let plugin_dir = a
-        .lib("aiclient_provider_kiro")
-        .parent()
-        .expect("the plugin has a directory");
-    let mut full = vec!["serve", "--host", "127.0.0.1", "--port", "0"];
-    full.extend_from_slice(args);
+    let mut full = args.to_vec();
     full.extend_from_slice(&["--provider", "kiro"]);
-    let mut child = Command::new(a.bin("aiclient"))
-        .args(&full)
-        .current_dir(cwd)
-        .env_remove("RUST_LOG")
-        .env_remove("AICLIENT_CONFIG")
-        .env_remove("REDIS_URL")
-        .env_remove("REDIS_ENABLED")
-        .env("AICLIENT_PLUGIN_DIR", plugin_dir)
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn aiclient");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let (err_tx, err_rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = err_tx.send(line);
-        }
-    });
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                let _ = tx.send(
-                    rest.split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_string(),
-                );
-            }
-        }
-    });
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(addr) => Gateway {
-            child,
-            addr: addr.parse().expect("listen address"),
-            stderr: err_rx,
-        },
-        Err(_) => {
-            let _ = child.kill();
-            let log: Vec<String> = err_rx.try_iter().collect();
-            panic!(
-                "aiclient did not start listening; stderr:\n{}",
-                log.join("\n")
-            );
-        }
-    }
-}
-
-/// What the gateway logged so far (for failure messages).
-fn logs(gw: &Gateway) -> String {
-    gw.stderr.try_iter().collect::<Vec<_>>().join("\n")
+    Gateway::start_with(a, cwd, &full, &[])
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -366,7 +267,7 @@ fn claude_client_unary_and_streams_speak_kiro_exactly() {
         &[("anthropic-version", "2023-06-01")],
         &body,
     );
-    assert_eq!(st, 200, "{out}\n{}", logs(&s.gw));
+    assert_eq!(st, 200, "{out}\n{}", s.gw.logs());
     let m = parse(&out);
     assert_eq!(m["type"], "message");
     assert_eq!(
@@ -506,7 +407,7 @@ fn openai_claude_and_gemini_clients_with_tool_round_trips() {
     let hdr = [("model-provider", TYPE)];
     let hi = json!({"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "Hi"}]});
     let (st, out) = post(&s, "/v1/chat/completions", &hdr, &hi);
-    assert_eq!(st, 200, "{out}\n{}", logs(&s.gw));
+    assert_eq!(st, 200, "{out}\n{}", s.gw.logs());
     let c = parse(&out);
     assert_eq!(c["choices"][0]["message"]["content"], DEFAULT_TEXT);
     assert_eq!(c["choices"][0]["finish_reason"], "stop");
@@ -823,7 +724,7 @@ fn fifty_concurrent_requests_on_an_expired_token_refresh_once_and_write_back_the
         &claude_body("Hi", false),
     );
     for (st, out) in &results {
-        assert_eq!(*st, 200, "{out}\n{}", logs(&s.gw));
+        assert_eq!(*st, 200, "{out}\n{}", s.gw.logs());
         assert_eq!(parse(out)["content"][0]["text"], DEFAULT_TEXT);
     }
     let c = &s.mock.state.counters;
@@ -861,7 +762,7 @@ fn fifty_concurrent_requests_on_an_expired_token_refresh_once_and_write_back_the
     );
 
     let mut s = s;
-    let st = s.gw.terminate();
+    let st = s.gw.stop();
     assert!(st.success());
     let original = &s.creds[0].1;
     let written: Value = parse(&std::fs::read_to_string(s.token_file("s")).expect("token file"));
@@ -910,7 +811,7 @@ fn refused_tokens_are_refreshed_for_idc_accounts_on_401_and_403() {
     // The file says the token is good for hours; upstream it expired (mock clock).
     st.advance(Duration::from_secs(2 * 3600));
     let (code, out) = post(&s, "/v1/messages", &[], &claude_body("Hi", false));
-    assert_eq!(code, 200, "{out}\n{}", logs(&s.gw));
+    assert_eq!(code, 200, "{out}\n{}", s.gw.logs());
     assert_eq!(
         (
             counter(&st.counters.auth_rejected),
@@ -973,7 +874,7 @@ fn refused_tokens_are_refreshed_for_idc_accounts_on_401_and_403() {
     );
 
     let mut s = s;
-    let status = s.gw.terminate();
+    let status = s.gw.stop();
     assert!(status.success());
     let written: Value = parse(&std::fs::read_to_string(s.token_file("i")).expect("token file"));
     let original = &s.creds[0].1;
@@ -1048,7 +949,7 @@ fn two_gateways_sharing_redis_refresh_once() {
         &claude_body("Hi", false),
     );
     for (st, out) in &results {
-        assert_eq!(*st, 200, "{out}\n{}\n{}", logs(&g1), logs(&g2));
+        assert_eq!(*st, 200, "{out}\n{}\n{}", g1.logs(), g2.logs());
     }
     let refreshes = mock.refresh_calls();
     println!(
@@ -1145,7 +1046,7 @@ fn upstream_errors_become_client_errors_and_switch_accounts() {
         let before = calls();
         st.inject(fault.clone(), 1);
         let (code, out) = post(&s, "/v1/messages", &[], &claude_body("Hi", false));
-        assert_eq!(code, 200, "{fault:?}: {out}\n{}", logs(&s.gw));
+        assert_eq!(code, 200, "{fault:?}: {out}\n{}", s.gw.logs());
         assert_eq!(parse(&out)["content"][0]["text"], DEFAULT_TEXT, "{fault:?}");
         assert_eq!(
             calls() - before,
@@ -1265,7 +1166,7 @@ fn upstream_errors_become_client_errors_and_switch_accounts() {
         "no refusal here was about the token"
     );
     let mut s = s;
-    let status = s.gw.terminate();
+    let status = s.gw.stop();
     assert!(status.success());
     let pools = s.pools();
     for a in pools[TYPE].as_array().expect("accounts") {
@@ -1294,7 +1195,7 @@ fn quota_and_suspension_mark_accounts_unhealthy() {
     let st = &s.mock.state;
     st.inject(Fault::suspended(), 1);
     let (code, out) = post(&s, "/v1/messages", &[], &claude_body("Hi", false));
-    assert_eq!(code, 200, "{out}\n{}", logs(&s.gw));
+    assert_eq!(code, 200, "{out}\n{}", s.gw.logs());
     let suspended = st.generate_requests()[0]
         .account
         .clone()
@@ -1350,7 +1251,7 @@ fn quota_and_suspension_mark_accounts_unhealthy() {
     assert!(healthy_served >= 4, "{healthy_served}");
 
     let mut s = s;
-    let status = s.gw.terminate();
+    let status = s.gw.stop();
     assert!(status.success());
     let pools = s.pools();
     let acct = |n: &str| {
@@ -1408,7 +1309,7 @@ fn missing_access_tokens_are_fetched_first_and_revoked_refresh_tokens_disable_th
     );
     for _ in 0..2 {
         let (code, out) = post(&s, "/v1/messages", &[], &claude_body("Hi", false));
-        assert_eq!(code, 200, "{out}\n{}", logs(&s.gw));
+        assert_eq!(code, 200, "{out}\n{}", s.gw.logs());
     }
     let c = &s.mock.state.counters;
     assert_eq!(
@@ -1431,7 +1332,7 @@ fn missing_access_tokens_are_fetched_first_and_revoked_refresh_tokens_disable_th
     );
 
     let mut s = s;
-    assert!(s.gw.terminate().success());
+    assert!(s.gw.stop().success());
     let written: Value = parse(&std::fs::read_to_string(s.token_file("n")).expect("token file"));
     let keys: Vec<&str> = written
         .as_object()

@@ -53,7 +53,7 @@ fn build_plugin(manifest: &Path) -> PathBuf {
                 .find(|f| f.ends_with(".so"))
                 .map(PathBuf::from)
         })
-        .last()
+        .next_back()
         .expect("a cdylib was built")
 }
 

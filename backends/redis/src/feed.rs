@@ -60,7 +60,12 @@ pub fn decode(payload: &[u8]) -> Option<Change> {
 }
 
 pub struct Listener {
-    pub client: redis::Client,
+    /// Where to subscribe: one server, or a cluster's seed nodes (tried in turn: any node
+    /// receives every `PUBLISH` of the cluster).
+    pub clients: Vec<redis::Client>,
+    /// Sentinel mode: every (re)subscription asks the sentinels for the master first
+    /// (`clients` is then unused).
+    pub sentinel: Option<Arc<tokio::sync::Mutex<redis::sentinel::SentinelClient>>>,
     pub channel: String,
     pub hub: ChangeHub,
     pub state: Arc<FeedState>,
@@ -84,8 +89,9 @@ impl Listener {
         // Failed attempts since the connection was lost: only the first is a warning, the rest
         // (one per back-off, up to every 2 s during an outage) are debug lines.
         let mut failures = 0u32;
+        let mut node = 0usize;
         loop {
-            match self.connect().await {
+            match self.connect(node).await {
                 Ok(pubsub) => {
                     backoff = BACKOFF_MIN;
                     failures = 0;
@@ -108,6 +114,11 @@ impl Listener {
                     tracing::warn!("change feed lost its connection ({reason}); reconnecting");
                 }
                 Err(e) => {
+                    node = (node + 1) % self.clients.len();
+                    // At start every node gets one try before the open fails.
+                    if node != 0 && ready.is_some() {
+                        continue;
+                    }
                     if let Some(tx) = ready.take() {
                         let _ = tx.send(Err(e));
                         return;
@@ -125,9 +136,13 @@ impl Listener {
         }
     }
 
-    async fn connect(&self) -> Result<PubSub, PluginError> {
+    async fn connect(&self, node: usize) -> Result<PubSub, PluginError> {
         let attempt = async {
-            let mut ps = self.client.get_async_pubsub().await?;
+            let client = match &self.sentinel {
+                Some(s) => s.lock().await.async_get_client().await?,
+                None => self.clients[node].clone(),
+            };
+            let mut ps = client.get_async_pubsub().await?;
             ps.subscribe(&self.channel).await?;
             Ok::<_, redis::RedisError>(ps)
         };

@@ -8,7 +8,8 @@
 //!   strings that Lua never decodes;
 //! - the Lua scripts behind every compound operation ([`scripts`]);
 //! - the change feed over pub/sub ([`feed`]);
-//! - the connection: one multiplexed, auto-reconnecting `ConnectionManager` for commands,
+//! - the connection ([`conn`]): one multiplexed, auto-reconnecting `ConnectionManager` for
+//!   commands (or, with `cluster_nodes`, the cluster client's slot-routing connection),
 //!   every call bounded by the command timeout (default 1,000 ms), connects by the connect
 //!   timeout (default 5,000 ms); a failed call is an error, never an empty value ([`errors`]);
 //! - the schema version check against `meta.schemaVersion` at start.
@@ -17,6 +18,7 @@
 
 #![allow(non_local_definitions)]
 
+pub mod conn;
 pub mod errors;
 pub mod feed;
 pub mod keys;
@@ -53,7 +55,7 @@ pub const SCHEMA_VERSION: i64 = 1;
 const CONFIG_CAS_ATTEMPTS: usize = 32;
 
 pub struct RedisBackend {
-    conn: ConnectionManager,
+    conn: conn::Conn,
     keys: Keys,
     channel: String,
     instance: String,
@@ -120,32 +122,79 @@ impl RedisBackend {
             server: s.server.clone(),
             redactor: s.redactor.clone(),
         };
-        let client = match &s.tls_ca {
-            None => redis::Client::open(s.info.clone()),
-            Some(pem) => redis::Client::build_with_tls(
-                s.info.clone(),
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem.clone()),
-                },
-            ),
+        let tls_certs = |pem: &Vec<u8>| redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem.clone()),
+        };
+        let client_for = |info: &redis::ConnectionInfo| match &s.tls_ca {
+            None => redis::Client::open(info.clone()),
+            Some(pem) => redis::Client::build_with_tls(info.clone(), tls_certs(pem)),
+        };
+        // The change feed subscribes through one node: the single server, or on a cluster the
+        // seed nodes in turn (classic `PUBLISH` reaches every node of a cluster).
+        let feed_clients = if s.cluster.is_empty() {
+            vec![client_for(&s.info)]
+        } else {
+            s.cluster.iter().map(client_for).collect()
         }
+        .into_iter()
+        .collect::<RedisResult<Vec<_>>>()
         .map_err(|e| errors::from_redis(&e, "client setup", &ctx))?;
-        // Reconnects: 2 retries after ~50 and ~100 ms (jittered, never over 1 s), so a call
-        // during an outage fails within its command timeout instead of queueing behind a long
-        // back-off; the next call starts a new attempt.
-        let mcfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(s.connect_timeout))
-            .set_response_timeout(Some(s.command_timeout))
-            .set_number_of_retries(2)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_secs(1));
-        let conn = match tokio::time::timeout(
-            s.connect_timeout,
-            ConnectionManager::new_with_config(client.clone(), mcfg),
-        )
-        .await
-        {
+        let sentinel = match &s.sentinel {
+            None => None,
+            Some((addrs, master)) => {
+                let node = redis::sentinel::SentinelNodeConnectionInfo::default()
+                    .set_redis_connection_info(s.info.redis_settings().clone());
+                let client = redis::sentinel::SentinelClient::build(
+                    addrs.clone(),
+                    master.as_str(),
+                    Some(node),
+                    redis::sentinel::SentinelServerType::Master,
+                )
+                .map_err(|e| errors::from_redis(&e, "sentinel client setup", &ctx))?;
+                Some(Arc::new(tokio::sync::Mutex::new(client)))
+            }
+        };
+        let connecting = async {
+            if let Some(sentinel) = &sentinel {
+                let acfg = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(s.connect_timeout))
+                    .set_response_timeout(Some(s.command_timeout));
+                let c = conn::SentinelConn::new(sentinel.clone(), acfg, s.db);
+                c.get().await?;
+                Ok(conn::Conn::Sentinel(c))
+            } else if s.cluster.is_empty() {
+                // Reconnects: 2 retries after ~50 and ~100 ms (jittered, never over 1 s), so a
+                // call during an outage fails within its command timeout instead of queueing
+                // behind a long back-off; the next call starts a new attempt.
+                let mcfg = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(s.connect_timeout))
+                    .set_response_timeout(Some(s.command_timeout))
+                    .set_number_of_retries(2)
+                    .set_min_delay(Duration::from_millis(50))
+                    .set_max_delay(Duration::from_secs(1));
+                ConnectionManager::new_with_config(feed_clients[0].clone(), mcfg)
+                    .await
+                    .map(conn::Conn::Single)
+            } else {
+                // Credentials and TCP settings come from the node infos (the builder takes
+                // the first node's); 2 retries with short waits, as for one server.
+                let mut b = redis::cluster::ClusterClientBuilder::new(s.cluster.clone())
+                    .connection_timeout(s.connect_timeout)
+                    .response_timeout(s.command_timeout)
+                    .retries(2)
+                    .min_retry_wait(50)
+                    .max_retry_wait(1000);
+                if let Some(pem) = &s.tls_ca {
+                    b = b.certs(tls_certs(pem));
+                }
+                b.build()?
+                    .get_async_connection()
+                    .await
+                    .map(conn::Conn::Cluster)
+            }
+        };
+        let conn = match tokio::time::timeout(s.connect_timeout, connecting).await {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => return Err(errors::from_redis(&e, "connect", &ctx)),
             Err(_) => return Err(errors::timed_out("connect", s.connect_timeout, &ctx)),
@@ -154,7 +203,8 @@ impl RedisBackend {
         let hub = ChangeHub::default();
         let state = Arc::new(feed::FeedState::default());
         let (listener, ready) = feed::Listener {
-            client,
+            clients: feed_clients,
+            sentinel,
             channel: keys.channel(),
             hub: hub.clone(),
             state: state.clone(),
@@ -299,11 +349,22 @@ impl RedisBackend {
         if types.is_empty() {
             return Ok(Vec::new());
         }
-        let mut p = redis::pipe();
-        for t in &types {
-            p.cmd("ZCARD").arg(self.keys.pool(t)?.accounts());
-        }
-        let counts: Vec<u64> = self.pipe("count accounts", &p).await?;
+        let counts: Vec<u64> = if self.conn.is_cluster() {
+            // Each pool is its own slot: one command each (a pipeline must stay in one slot).
+            let mut counts = Vec::with_capacity(types.len());
+            for t in &types {
+                let mut zcard = redis::cmd("ZCARD");
+                zcard.arg(self.keys.pool(t)?.accounts());
+                counts.push(self.query("count accounts", &mut zcard).await?);
+            }
+            counts
+        } else {
+            let mut p = redis::pipe();
+            for t in &types {
+                p.cmd("ZCARD").arg(self.keys.pool(t)?.accounts());
+            }
+            self.pipe("count accounts", &p).await?
+        };
         Ok(types.into_iter().zip(counts).collect())
     }
 }

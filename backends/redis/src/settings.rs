@@ -30,12 +30,40 @@ pub struct Settings {
     pub redactor: Redactor,
     /// PEM roots to trust instead of the system store (`tls_ca_file`), for a private CA.
     pub tls_ca: Option<Vec<u8>>,
+    /// Redis Cluster seed nodes (`cluster_nodes`); empty = one server at `info`. Each carries
+    /// the credentials (its URL's, or `username`/`password`) and the TCP settings.
+    pub cluster: Vec<ConnectionInfo>,
+    /// Sentinel mode: the sentinels' addresses (`sentinels`) and the monitored master's name
+    /// (`sentinel_master`); `info`'s credentials and db are used on the master.
+    pub sentinel: Option<(Vec<ConnectionInfo>, String)>,
 }
 
 impl Settings {
     /// The server as a URL without credentials, e.g. `rediss://cache.local:6380/2`.
     pub fn masked_url(&self) -> String {
         let scheme = if self.tls { "rediss" } else { "redis" };
+        if !self.cluster.is_empty() {
+            // Cluster nodes have no database but 0; the server list is `h1:p1,h2:p2,…`.
+            let user = match (&self.username, self.has_password) {
+                (Some(u), true) => format!("{u}:***@"),
+                (Some(u), false) => format!("{u}@"),
+                (None, true) => ":***@".to_string(),
+                (None, false) => String::new(),
+            };
+            return format!("{scheme}+cluster://{user}{}", self.server);
+        }
+        if let Some((_, master)) = &self.sentinel {
+            let user = match (&self.username, self.has_password) {
+                (Some(u), true) => format!("{u}:***@"),
+                (Some(u), false) => format!("{u}@"),
+                (None, true) => ":***@".to_string(),
+                (None, false) => String::new(),
+            };
+            return format!(
+                "{scheme}+sentinel://{user}{}/{master}/{}",
+                self.server, self.db
+            );
+        }
         let user = match (&self.username, self.has_password) {
             (Some(u), true) => format!("{u}:***@"),
             (Some(u), false) => format!("{u}@"),
@@ -115,6 +143,69 @@ pub fn mask_url(url: &str) -> String {
     }
 }
 
+/// One `redis://`/`rediss://` URL; its password joins `secrets`. A URL's own credentials win;
+/// the separate `username`/`password` fields fill in what it lacks.
+fn parse_url(
+    key: &str,
+    url: &str,
+    username: Option<&str>,
+    password: Option<&str>,
+    secrets: &mut Vec<String>,
+) -> Result<ConnectionInfo, PluginError> {
+    let info = url.into_connection_info().map_err(|_| {
+        bad(format!(
+            "{key} {:?} is not a redis:// or rediss:// URL",
+            mask_url(url)
+        ))
+    })?;
+    if let Some(p) = info.redis_settings().password() {
+        secrets.push(p.to_string());
+    }
+    let mut redis = info.redis_settings().clone();
+    if redis.password().is_none()
+        && let Some(p) = password
+    {
+        redis = redis.set_password(p);
+    }
+    if redis.username().is_none()
+        && let Some(u) = username
+    {
+        redis = redis.set_username(u);
+    }
+    Ok(info.set_redis_settings(redis))
+}
+
+/// `cluster_nodes`: a JSON array of URLs, or one comma-separated string (as the env gives it).
+fn string_list(cfg: &Value, key: &str) -> Result<Vec<String>, PluginError> {
+    let items: Vec<String> = match cfg.get(key) {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => s.split(',').map(str::to_string).collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| bad(format!("{key} must be a list of strings")))
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(bad(format!("{key} must be a list of strings"))),
+    };
+    Ok(items
+        .into_iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect())
+}
+
+fn addr_of(info: &ConnectionInfo) -> (String, bool) {
+    match info.addr() {
+        ConnectionAddr::Tcp(h, p) => (format!("{h}:{p}"), false),
+        ConnectionAddr::TcpTls { host, port, .. } => (format!("{host}:{port}"), true),
+        ConnectionAddr::Unix(path) => (path.display().to_string(), false),
+        _ => ("(unknown address kind)".to_string(), false),
+    }
+}
+
 pub fn parse(cfg: &Value) -> Result<Settings, PluginError> {
     let mut secrets = Vec::new();
     let password = opt_str(cfg, "password")?;
@@ -122,31 +213,41 @@ pub fn parse(cfg: &Value) -> Result<Settings, PluginError> {
         secrets.push(p.to_string());
     }
     let username = opt_str(cfg, "username")?;
-    let info = match opt_str(cfg, "url")? {
-        Some(url) => {
-            let info = url.into_connection_info().map_err(|_| {
-                bad(format!(
-                    "url {:?} is not a redis:// or rediss:// URL",
-                    mask_url(url)
-                ))
-            })?;
-            if let Some(p) = info.redis_settings().password() {
-                secrets.push(p.to_string());
-            }
-            // A URL's own credentials win; the separate fields fill in what it lacks.
-            let mut redis = info.redis_settings().clone();
-            if redis.password().is_none()
-                && let Some(p) = password
-            {
-                redis = redis.set_password(p);
-            }
-            if redis.username().is_none()
-                && let Some(u) = username
-            {
-                redis = redis.set_username(u);
-            }
-            info.set_redis_settings(redis)
+    let mut cluster = Vec::new();
+    for url in string_list(cfg, "cluster_nodes")? {
+        let info = parse_url(
+            "cluster_nodes entry",
+            &url,
+            username,
+            password,
+            &mut secrets,
+        )?;
+        if matches!(info.addr(), ConnectionAddr::Unix(_)) {
+            return Err(bad("cluster_nodes must be TCP addresses"));
         }
+        if info.redis_settings().db() != 0 {
+            return Err(bad("a Redis Cluster has only database 0"));
+        }
+        cluster.push(info.set_tcp_settings(tcp_settings()));
+    }
+    let mut sentinels = Vec::new();
+    for url in string_list(cfg, "sentinels")? {
+        let info = parse_url("sentinels entry", &url, None, None, &mut secrets)?;
+        sentinels.push(info.set_tcp_settings(tcp_settings()));
+    }
+    let sentinel_master = opt_str(cfg, "sentinel_master")?;
+    if sentinels.is_empty() != sentinel_master.is_none() {
+        return Err(bad("sentinels and sentinel_master go together"));
+    }
+    if !sentinels.is_empty() && (!cluster.is_empty() || opt_str(cfg, "url")?.is_some()) {
+        return Err(bad("sentinels exclude url and cluster_nodes"));
+    }
+    let info = match opt_str(cfg, "url")? {
+        Some(_) if !cluster.is_empty() => {
+            return Err(bad("give either url or cluster_nodes, not both"));
+        }
+        None if !cluster.is_empty() => cluster[0].clone(),
+        Some(url) => parse_url("url", url, username, password, &mut secrets)?,
         None => {
             let host = opt_str(cfg, "host")?.unwrap_or("localhost");
             let port = match opt_u64(cfg, "port")? {
@@ -178,11 +279,19 @@ pub fn parse(cfg: &Value) -> Result<Settings, PluginError> {
     secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
     secrets.dedup();
 
-    let (server, tls) = match info.addr() {
-        ConnectionAddr::Tcp(h, p) => (format!("{h}:{p}"), false),
-        ConnectionAddr::TcpTls { host, port, .. } => (format!("{host}:{port}"), true),
-        ConnectionAddr::Unix(path) => (path.display().to_string(), false),
-        _ => ("(unknown address kind)".to_string(), false),
+    let (server, tls) = if !sentinels.is_empty() {
+        let list: Vec<String> = sentinels.iter().map(|i| addr_of(i).0).collect();
+        (list.join(","), false)
+    } else if cluster.is_empty() {
+        addr_of(&info)
+    } else {
+        let addrs: Vec<(String, bool)> = cluster.iter().map(addr_of).collect();
+        if addrs.iter().any(|a| a.1) != addrs.iter().all(|a| a.1) {
+            return Err(bad("cluster_nodes must all be redis:// or all rediss://"));
+        }
+        let tls = addrs[0].1;
+        let list: Vec<String> = addrs.into_iter().map(|a| a.0).collect();
+        (list.join(","), tls)
     };
 
     let prefix = match cfg.get("key_prefix") {
@@ -224,6 +333,8 @@ pub fn parse(cfg: &Value) -> Result<Settings, PluginError> {
         instance,
         redactor: Redactor { secrets },
         tls_ca,
+        cluster,
+        sentinel: sentinel_master.map(|m| (sentinels, m.to_string())),
     })
 }
 
@@ -264,5 +375,52 @@ mod tests {
         assert!(!e.message.contains("topsecret"), "{e}");
         assert!(parse(&json!({"key_prefix": "a{b}:"})).is_err());
         assert!(parse(&json!({"port": 70000})).is_err());
+    }
+
+    #[test]
+    fn cluster_nodes_from_a_list_or_a_comma_string() {
+        let s = parse(&json!({
+            "cluster_nodes": ["redis://:sekrit@10.0.0.1:7000", "redis://10.0.0.2:7001"]
+        }))
+        .expect("parse");
+        assert_eq!(s.cluster.len(), 2);
+        assert_eq!(s.server, "10.0.0.1:7000,10.0.0.2:7001");
+        assert_eq!(
+            s.masked_url(),
+            "redis+cluster://:***@10.0.0.1:7000,10.0.0.2:7001"
+        );
+        assert_eq!(s.redactor.redact("x sekrit y"), "x *** y");
+        let s = parse(&json!({"cluster_nodes": "redis://a:1, redis://b:2", "password": "pw"}))
+            .expect("parse");
+        assert_eq!(s.cluster.len(), 2);
+        assert_eq!(s.cluster[1].redis_settings().password(), Some("pw"));
+        assert!(parse(&json!({"cluster_nodes": ["redis://a:1/2"]})).is_err());
+        assert!(parse(&json!({"cluster_nodes": ["redis://a:1"], "url": "redis://b:2"})).is_err());
+        assert!(parse(&json!({"cluster_nodes": [1]})).is_err());
+    }
+
+    #[test]
+    fn sentinel_settings() {
+        let s = parse(&json!({
+            "sentinels": "redis://127.0.0.1:26379,redis://127.0.0.1:26380",
+            "sentinel_master": "mymaster",
+            "password": "masterpw",
+            "db": 2,
+        }))
+        .expect("parse");
+        let (addrs, master) = s.sentinel.as_ref().expect("sentinel mode");
+        assert_eq!((addrs.len(), master.as_str(), s.db), (2, "mymaster", 2));
+        assert_eq!(
+            s.masked_url(),
+            "redis+sentinel://:***@127.0.0.1:26379,127.0.0.1:26380/mymaster/2"
+        );
+        assert!(parse(&json!({"sentinels": ["redis://a:1"]})).is_err());
+        assert!(parse(&json!({"sentinel_master": "m"})).is_err());
+        assert!(
+            parse(
+                &json!({"sentinels": ["redis://a:1"], "sentinel_master": "m", "url": "redis://b:2"})
+            )
+            .is_err()
+        );
     }
 }

@@ -85,13 +85,13 @@ pub async fn create_session(
     let now = now_ms();
     let expires = now + ttl_secs * 1000;
     let data = serde_json::json!({ "username": username, "loginTime": now, "expiryTime": expires });
-    storage
-        .create_session(Session {
-            token_hash: token_hash(&token).into(),
-            data: data.to_string().into(),
-            expires_at: expires,
-        })
-        .await?;
+    let session = Session {
+        token_hash: token_hash(&token).into(),
+        data: data.to_string().into(),
+        expires_at: expires,
+    };
+    storage.create_session(session.clone()).await?;
+    lock_sessions().insert(token_hash(&token), (session, Instant::now()));
     Ok(token)
 }
 
@@ -100,8 +100,56 @@ pub async fn check_session(storage: &Storage, token: &str) -> Result<Option<Sess
     if token.is_empty() || token.len() > 256 {
         return Ok(None);
     }
-    let s = storage.get_session(&token_hash(token)).await?;
-    Ok(s.filter(|s| s.expires_at > now_ms()))
+    let hash = token_hash(token);
+    match storage.get_session(&hash).await {
+        Ok(s) => {
+            let s = s.filter(|s| s.expires_at > now_ms());
+            let mut cache = lock_sessions();
+            match &s {
+                Some(found) => {
+                    if cache.len() >= SESSION_CACHE_MAX {
+                        cache.retain(|_, (c, _)| c.expires_at > now_ms());
+                    }
+                    cache.insert(hash, (found.clone(), Instant::now()));
+                }
+                None => {
+                    cache.remove(&hash);
+                }
+            }
+            Ok(s)
+        }
+        // Storage is down: a session this process verified recently stays valid until it
+        // expires or the outage passes the stale limit, so the UI keeps working.
+        Err(e) if e.retryable => {
+            let cache = lock_sessions();
+            match cache.get(&hash) {
+                Some((s, seen))
+                    if s.expires_at > now_ms() && seen.elapsed() < SESSION_STALE_LIMIT =>
+                {
+                    Ok(Some(s.clone()))
+                }
+                _ => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Sessions verified against storage, kept to serve lookups while storage is unreachable.
+type SessionCache = HashMap<String, (Session, Instant)>;
+static SESSIONS: std::sync::LazyLock<Mutex<SessionCache>> =
+    std::sync::LazyLock::new(|| Mutex::new(HashMap::new()));
+const SESSION_CACHE_MAX: usize = 10_000;
+/// How long after its last successful check a cached session is still honoured in an outage.
+const SESSION_STALE_LIMIT: Duration = Duration::from_secs(3600);
+
+fn lock_sessions() -> std::sync::MutexGuard<'static, SessionCache> {
+    SESSIONS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Drops a session from the outage cache (logout).
+pub fn forget_session(token: &str) {
+    lock_sessions().remove(&token_hash(token));
 }
 
 /// Ensures an admin password exists; on first run generates one and returns it so the caller

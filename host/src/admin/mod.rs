@@ -251,6 +251,7 @@ async fn login(
 
 async fn logout(State(s): State<AdminState>, req: Request) -> ApiResult {
     if let Some(t) = bearer(&req) {
+        auth::forget_session(&t);
         s.gw.storage.delete_session(&auth::token_hash(&t)).await?;
     }
     ok(json!({"success": true, "message": "logged out"}))
@@ -798,13 +799,25 @@ async fn redis_status(State(s): State<AdminState>) -> ApiResult {
         Err(e) => json!({"connected": false, "lastError": e.to_string()}),
     };
     mask_secrets(&mut st);
+    // The host's own unwritten state (dirty accounts' counters and queued changes, the same
+    // state the journal holds during an outage) plus whatever the backend queues itself.
+    let health = s.gw.pools.flush_health();
+    let queued = s.gw.pools.queued_writes() as i64
+        + st.get("queuedWrites").and_then(Value::as_i64).unwrap_or(0);
+    let degraded = health.degraded_since.is_some();
     let mut out = json!({
         "enabled": true,
-        "connected": st.get("connected").cloned().unwrap_or(Value::Bool(false)),
+        "connected": !degraded && st.get("connected").and_then(Value::as_bool).unwrap_or(false),
         "lastConnectedAt": st.get("lastConnectedAt").cloned().unwrap_or(Value::Null),
-        "queuedWrites": st.get("queuedWrites").cloned().unwrap_or(json!(0)),
+        "queuedWrites": queued,
+        "degradedSince": health.degraded_since,
+        "consecutiveFlushFailures": health.consecutive_failures,
+        "journaled": health.journaled,
         "storageType": "redis",
     });
+    if let (Some(o), Some(e)) = (out.as_object_mut(), health.last_error.filter(|_| degraded)) {
+        o.insert("lastError".into(), Value::String(e));
+    }
     if let (Some(o), Value::Object(extra)) = (out.as_object_mut(), st) {
         for (k, v) in extra {
             o.entry(k).or_insert(v);

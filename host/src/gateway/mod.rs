@@ -7,6 +7,7 @@
 //! account problem (refused credential, quota, rate limit, 5xx) marks the account and moves to
 //! the next account, then to the next provider type.
 
+pub mod journal;
 pub mod pool;
 pub mod providers;
 mod refresh;

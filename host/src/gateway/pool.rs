@@ -28,12 +28,18 @@ use aiclient_sdk::{ErrorCode, PluginError};
 use arc_swap::ArcSwap;
 use serde_json::Value;
 
+use super::journal::{Entry, Journal};
 use super::settings::Settings;
 use crate::storage::Storage;
 
 /// How often coalesced counters and health changes are written to storage. 200 ms keeps
 /// another instance's view within the 1 s the spec asks for, at ≤5 writes/s per busy account.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
+
+/// The longest the flusher waits between attempts while storage is down.
+pub const MAX_FLUSH_BACKOFF: Duration = Duration::from_secs(5);
+
+pub use super::journal::InDoubt;
 
 /// One account as the router sees it.
 pub struct Slot {
@@ -55,6 +61,10 @@ pub struct Slot {
     pending: Mutex<Vec<StateUpdate>>,
     last_error: Mutex<Option<String>>,
     dirty: AtomicBool,
+    /// Storage's `usageCount` as last acknowledged to this instance.
+    acked_usage: AtomicI64,
+    /// A counters write whose outcome is unknown (the connection failed after sending it).
+    in_doubt: Mutex<Option<InDoubt>>,
     token: Mutex<Option<Option<Arc<str>>>>,
     /// One token refresh at a time per account in this process; the others wait and reuse it.
     pub refresh: tokio::sync::Mutex<()>,
@@ -77,6 +87,8 @@ impl Slot {
             pending: Mutex::new(Vec::new()),
             last_error: Mutex::new(None),
             dirty: AtomicBool::new(false),
+            acked_usage: AtomicI64::new(a.state.usage_count),
+            in_doubt: Mutex::new(None),
             token: Mutex::new(None),
             refresh: tokio::sync::Mutex::new(()),
         };
@@ -264,6 +276,19 @@ pub struct PoolManager {
     pools: RwLock<HashMap<String, Arc<Pool>>>,
     dirty: Mutex<Vec<Arc<Slot>>>,
     settings: Arc<ArcSwap<Settings>>,
+    journal: std::sync::OnceLock<Journal>,
+    health: Mutex<FlushHealth>,
+}
+
+/// The flusher's view of storage: when it stopped answering and why.
+#[derive(Debug, Default, Clone)]
+pub struct FlushHealth {
+    /// When the first failing flush of the current outage happened (ms), if degraded.
+    pub degraded_since: Option<i64>,
+    pub last_error: Option<String>,
+    pub consecutive_failures: u32,
+    /// Whether the journal currently holds unwritten state.
+    pub journaled: bool,
 }
 
 impl PoolManager {
@@ -279,6 +304,8 @@ impl PoolManager {
             pools: RwLock::new(HashMap::new()),
             dirty: Mutex::new(Vec::new()),
             settings,
+            journal: std::sync::OnceLock::new(),
+            health: Mutex::new(FlushHealth::default()),
         });
         m.reload_all().await?;
         Ok(m)
@@ -486,6 +513,28 @@ impl PoolManager {
     }
 
     async fn flush_slot(&self, slot: &Arc<Slot>) -> Result<(), PluginError> {
+        let doubt = *lock(&slot.in_doubt);
+        if let Some(d) = doubt {
+            // Did the write that failed mid-flight land? Its counts are still pending here.
+            match self
+                .storage
+                .get_account(&slot.provider_type, &slot.uuid)
+                .await
+            {
+                Ok(Some(a)) => {
+                    if a.state.usage_count == d.expected_usage {
+                        slot.pending_usage.fetch_sub(d.usage, Ordering::AcqRel);
+                        slot.pending_errors.fetch_sub(d.errors, Ordering::AcqRel);
+                        tracing::info!(provider = %slot.provider_type, uuid = %slot.uuid, usage = d.usage, "a counters write interrupted by the outage had landed; not sent again");
+                    }
+                    slot.acked_usage
+                        .store(a.state.usage_count, Ordering::Release);
+                    *lock(&slot.in_doubt) = None;
+                }
+                Ok(None) => *lock(&slot.in_doubt) = None,
+                Err(e) => return Err(e),
+            }
+        }
         let usage = slot.pending_usage.swap(0, Ordering::AcqRel);
         let errors = slot.pending_errors.swap(0, Ordering::AcqRel);
         let mut updates = std::mem::take(&mut *lock(&slot.pending));
@@ -515,6 +564,7 @@ impl PoolManager {
                 .await
             {
                 Ok(st) => {
+                    slot.acked_usage.store(st.usage_count, Ordering::Release);
                     // Storage's view, plus what is still pending here.
                     let mut mine = lock(&slot.state);
                     let (elig_before, elig_now) = (eligible(&mine), eligible(&st));
@@ -531,6 +581,16 @@ impl PoolManager {
                     return Ok(());
                 }
                 Err(e) => {
+                    let first = &updates[i];
+                    if i == 0 && usage != 0 && !first.reset_counters {
+                        // The write may have landed before the connection failed.
+                        *lock(&slot.in_doubt) = Some(InDoubt {
+                            expected_usage: slot.acked_usage.load(Ordering::Acquire)
+                                + first.usage_delta,
+                            usage: first.usage_delta,
+                            errors: first.error_delta,
+                        });
+                    }
                     // Put back what was not written, ahead of anything queued since.
                     let rest: Vec<StateUpdate> = updates[i..].to_vec();
                     let (mut back_usage, mut back_errors) = (0, 0);
@@ -556,6 +616,128 @@ impl PoolManager {
             }
         }
         Ok(())
+    }
+
+    /// Where unwritten state goes while storage is down (set once at startup).
+    pub fn set_journal(&self, journal: Journal) {
+        let _ = self.journal.set(journal);
+    }
+
+    /// Everything not yet written to storage, per dirty account, in the order a flush would
+    /// write it (coalesced counters first, then queued changes). Nothing is taken.
+    pub fn unwritten(&self) -> Vec<Entry> {
+        let dirty: Vec<Arc<Slot>> = lock(&self.dirty).clone();
+        let mut out = Vec::new();
+        for slot in dirty {
+            let usage = slot.pending_usage.load(Ordering::Acquire);
+            let errors = slot.pending_errors.load(Ordering::Acquire);
+            let mut updates = Vec::new();
+            if usage != 0 || errors != 0 {
+                let mut u = StateUpdate {
+                    at: slot.last_used.load(Ordering::Relaxed),
+                    usage_delta: usage,
+                    error_delta: errors,
+                    ..Default::default()
+                };
+                if errors != 0 {
+                    u.at = u.at.max(now_ms());
+                    u.error_message = lock(&slot.last_error).clone().map(Into::into).into();
+                }
+                updates.push(u);
+            }
+            updates.extend(lock(&slot.pending).iter().cloned());
+            if !updates.is_empty() {
+                out.push(Entry {
+                    provider_type: slot.provider_type.to_string(),
+                    uuid: slot.uuid.to_string(),
+                    updates,
+                    in_doubt: *lock(&slot.in_doubt),
+                });
+            }
+        }
+        out
+    }
+
+    /// How many updates are waiting to be written (dirty accounts' counters and changes).
+    pub fn queued_writes(&self) -> usize {
+        self.unwritten().iter().map(|e| e.updates.len()).sum()
+    }
+
+    pub fn flush_health(&self) -> FlushHealth {
+        lock(&self.health).clone()
+    }
+
+    /// Writes the unwritten state to the journal (durably); false when there is no journal or
+    /// writing it failed (logged).
+    pub fn journal_unwritten(&self) -> bool {
+        let Some(j) = self.journal.get() else {
+            return false;
+        };
+        let entries = self.unwritten();
+        match j.write(&entries) {
+            Ok(()) => {
+                lock(&self.health).journaled = !entries.is_empty();
+                true
+            }
+            Err(e) => {
+                tracing::error!(path = %j.path().display(), error = %e, "cannot write the journal of unwritten state");
+                false
+            }
+        }
+    }
+
+    /// [`PoolManager::flush`], tracking outages: a failure journals everything unwritten and
+    /// enters degraded mode (logged once); the first full success after one removes the
+    /// journal and logs the recovery once.
+    pub async fn flush_or_journal(&self) -> Result<usize, PluginError> {
+        match self.flush().await {
+            Ok(n) => {
+                let was = {
+                    let mut h = lock(&self.health);
+                    let was = h.degraded_since.take();
+                    h.consecutive_failures = 0;
+                    was
+                };
+                let journaled = lock(&self.health).journaled;
+                if journaled && let Some(j) = self.journal.get() {
+                    // Written since the last snapshot: keep only what is still unwritten.
+                    let rest = self.unwritten();
+                    match j.write(&rest) {
+                        Ok(()) => lock(&self.health).journaled = !rest.is_empty(),
+                        Err(e) => tracing::error!(error = %e, "cannot update the journal"),
+                    }
+                }
+                if let Some(since) = was {
+                    tracing::info!(
+                        outage_ms = now_ms() - since,
+                        "storage reachable again: pending state written, degraded mode over"
+                    );
+                }
+                Ok(n)
+            }
+            Err(e) => {
+                let first = {
+                    let mut h = lock(&self.health);
+                    h.consecutive_failures += 1;
+                    h.last_error = Some(e.to_string());
+                    let first = h.degraded_since.is_none();
+                    if first {
+                        h.degraded_since = Some(now_ms());
+                    }
+                    first
+                };
+                let journaled = self.journal_unwritten();
+                if first {
+                    tracing::warn!(
+                        error = %e,
+                        journal = ?self.journal.get().map(|j| j.path()),
+                        journaled,
+                        "storage unavailable: degraded mode, serving from memory and journaling unwritten state"
+                    );
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Brings back unhealthy accounts whose scheduled recovery time has passed.
@@ -659,10 +841,23 @@ impl PoolManager {
             let mut tick = tokio::time::interval(FLUSH_INTERVAL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut n = 0u64;
+            // Circuit breaker: after a failure, retry after 200 ms doubling to 5 s; while
+            // waiting, the journal is still rewritten every tick.
+            let mut backoff = FLUSH_INTERVAL;
+            let mut next_try = tokio::time::Instant::now();
             loop {
                 tick.tick().await;
-                if let Err(e) = m.flush().await {
-                    tracing::warn!(error = %e, "counter flush failed; will retry");
+                if tokio::time::Instant::now() >= next_try {
+                    match m.flush_or_journal().await {
+                        Ok(_) => backoff = FLUSH_INTERVAL,
+                        Err(e) => {
+                            tracing::debug!(error = %e, retry_in_ms = backoff.as_millis() as u64, "counter flush failed");
+                            next_try = tokio::time::Instant::now() + backoff;
+                            backoff = (backoff * 2).min(MAX_FLUSH_BACKOFF);
+                        }
+                    }
+                } else if lock(&m.health).degraded_since.is_some() {
+                    m.journal_unwritten();
                 }
                 n += 1;
                 if n.is_multiple_of(5) {

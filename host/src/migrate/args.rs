@@ -13,7 +13,8 @@ Sources and targets (SPEC):
   file:DIR                     an AIClient-2-API configs/ directory (the file backend)
   redis://[user:pass@]host[:port][/db][?prefix=KEY_PREFIX]
   rediss://…                   the same over TLS
-  memory:                      the memory backend (only useful with --dry-run as a check)
+  memory:                      the memory backend; only as a --dry-run target: checks that
+                               the source reads completely, writes nothing
 
 Without --to the target is the configured backend (aiclient.toml, REDIS_URL, REDIS_* …).
 
@@ -51,10 +52,10 @@ pub struct MigrateArgs {
     /// [default: the configured backend]
     #[arg(long, value_name = "URL", conflicts_with = "to")]
     pub redis_url: Option<String>,
-    /// Source SPEC: file:DIR, redis://…, rediss://…[?prefix=…] or memory:
+    /// Source SPEC: file:DIR, redis://… or rediss://…[?prefix=…]
     #[arg(long, value_name = "SPEC")]
     pub from: Option<String>,
-    /// Target SPEC: file:DIR, redis://…, rediss://…[?prefix=…] or memory:
+    /// Target SPEC: file:DIR, redis://…, rediss://…[?prefix=…] or memory: (with --dry-run)
     #[arg(long, value_name = "SPEC")]
     pub to: Option<String>,
     /// List what would be created, changed or left alone, and write nothing
