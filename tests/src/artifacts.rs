@@ -49,7 +49,9 @@ impl Artifacts {
     }
     /// The directory the host's plugin libraries are in (next to the binary).
     pub fn plugin_dir(&self) -> &Path {
-        self.bin("aiclient").parent().expect("a binary has a directory")
+        self.bin("aiclient")
+            .parent()
+            .expect("a binary has a directory")
     }
 }
 

@@ -13,6 +13,6 @@ pub mod conformance;
 pub mod gateway;
 pub mod mock_upstream;
 pub mod mocks;
+pub mod redis_cluster;
 pub mod redis_server;
 pub mod seed;
-pub mod redis_cluster;
