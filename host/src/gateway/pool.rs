@@ -285,6 +285,11 @@ pub struct PoolManager {
     settings: Arc<ArcSwap<Settings>>,
     journal: std::sync::OnceLock<Journal>,
     health: Mutex<FlushHealth>,
+    /// One flush at a time: a flush takes the dirty list before writing it, so a second flush
+    /// (the one at shutdown) must wait for a running one to finish, or the process could end
+    /// while the first is mid-batch and lose what it had taken (found by the load benchmark
+    /// with 10,000 accounts).
+    flushing: tokio::sync::Mutex<()>,
 }
 
 /// The flusher's view of storage: when it stopped answering and why.
@@ -313,6 +318,7 @@ impl PoolManager {
             settings,
             journal: std::sync::OnceLock::new(),
             health: Mutex::new(FlushHealth::default()),
+            flushing: tokio::sync::Mutex::new(()),
         });
         m.reload_all().await?;
         Ok(m)
@@ -497,6 +503,7 @@ impl PoolManager {
     /// retryable failure leaves the rest pending and is returned.
     pub async fn flush(&self) -> Result<usize, PluginError> {
         use futures_util::StreamExt;
+        let _one_at_a_time = self.flushing.lock().await;
         let batch = std::mem::take(&mut *lock(&self.dirty));
         for slot in &batch {
             slot.dirty.store(false, Ordering::Release);
