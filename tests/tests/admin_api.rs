@@ -11,6 +11,8 @@ use serde_json::{Value, json};
 const CLIENT_KEY: &str = "client-secret-key-0001";
 const UPSTREAM_KEY: &str = "upstream-secret-key-0002";
 const UPSTREAM_KEY_2: &str = "upstream-secret-key-0003";
+const OAUTH_ACCESS: &str = "ya29.oauth-access-secret-0006";
+const OAUTH_REFRESH: &str = "1//oauth-refresh-secret-0007";
 
 struct Env {
     _dir: tempfile::TempDir,
@@ -31,9 +33,18 @@ impl Env {
         std::fs::create_dir_all(&configs).expect("mkdir");
         let config = json!({"REQUIRED_API_KEY": CLIENT_KEY, "MODEL_PROVIDER": "openai-custom", "MAX_ERROR_COUNT": 1, "REQUEST_MAX_RETRIES": 0,
                             "redis": {"enabled": false, "password": "redis-secret-0004"}});
-        let pools = json!({"openai-custom": [
-            {"uuid": "a1", "customName": "primary", "OPENAI_BASE_URL": format!("{}/v1", mock.base_url()), "OPENAI_API_KEY": UPSTREAM_KEY},
-        ]});
+        let pools = json!({
+            "openai-custom": [
+                {"uuid": "a1", "customName": "primary", "OPENAI_BASE_URL": format!("{}/v1", mock.base_url()), "OPENAI_API_KEY": UPSTREAM_KEY},
+            ],
+            // An OAuth account whose token file holds secrets the API must never return.
+            "gemini-cli-oauth": [
+                {"uuid": "g1", "customName": "oauth", "GEMINI_OAUTH_CREDS_FILE_PATH": "./configs/gemini/g1.json", "PROJECT_ID": "p-1"},
+            ],
+        });
+        std::fs::create_dir_all(configs.join("gemini")).expect("mkdir");
+        let token = json!({"access_token": OAUTH_ACCESS, "refresh_token": OAUTH_REFRESH, "token_type": "Bearer", "expiry_date": 4102444800000i64});
+        std::fs::write(configs.join("gemini/g1.json"), token.to_string()).expect("write token");
         std::fs::write(configs.join("config.json"), config.to_string()).expect("write");
         std::fs::write(configs.join("provider_pools.json"), pools.to_string()).expect("write");
         let gw = Gateway::start(
@@ -520,6 +531,12 @@ fn plugins_toggle_in_the_backend_and_stop_routing() {
 fn usage_events_status_and_no_secret_anywhere() {
     let env = Env::start();
     assert_eq!(env.chat("gpt-4o"), 200);
+    let (st, all) = env.api("GET", "/api/providers", Value::Null);
+    assert_eq!(st, 200);
+    assert_eq!(
+        all["gemini-cli-oauth"][0]["GEMINI_OAUTH_CREDS_FILE_PATH"], "./configs/gemini/g1.json",
+        "paths are shown, tokens are not: {all}"
+    );
     let (st, usage) = env.api("GET", "/api/usage?refresh=true", Value::Null);
     assert_eq!(st, 200);
     assert_eq!(
@@ -574,6 +591,8 @@ fn usage_events_status_and_no_secret_anywhere() {
         UPSTREAM_KEY,
         UPSTREAM_KEY_2,
         "redis-secret-0004",
+        OAUTH_ACCESS,
+        OAUTH_REFRESH,
         env.password.as_str(),
     ];
     for body in env.seen.borrow().iter().chain(logs.iter()) {
