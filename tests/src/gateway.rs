@@ -108,9 +108,19 @@ impl Gateway {
         }
     }
 
-    /// What the process logged (stderr) since the last call.
+    /// What the process logged (stderr) since the last call. Waits until no new line has come
+    /// for 150 ms (at most 2 s), since a line written just before a response may still be in
+    /// the pipe.
     pub fn logs(&self) -> String {
-        self.stderr.try_iter().collect::<Vec<_>>().join("\n")
+        let mut lines = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while std::time::Instant::now() < deadline {
+            match self.stderr.recv_timeout(Duration::from_millis(150)) {
+                Ok(l) => lines.push(l),
+                Err(_) => break,
+            }
+        }
+        lines.join("\n")
     }
 
     /// The admin password the gateway generated and printed at its first start, if it did.

@@ -16,3 +16,4 @@ pub mod mocks;
 pub mod redis_cluster;
 pub mod redis_server;
 pub mod seed;
+pub mod wire;

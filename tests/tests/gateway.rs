@@ -6,6 +6,7 @@ use std::path::Path;
 
 use aiclient_tests::gateway::{Gateway, http};
 use aiclient_tests::mock_upstream::{self, MockUpstream, TEXT};
+use aiclient_tests::wire::sse_data;
 use serde_json::{Value, json};
 
 const KEY: &str = "client-key-1";
@@ -94,13 +95,6 @@ fn chat(s: &Setup, path: &str, model: &str, stream: bool) -> (u16, String) {
         &[(k, &v)],
         &json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}]}),
     )
-}
-
-fn sse_data(body: &str) -> Vec<String> {
-    body.lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .map(str::to_string)
-        .collect()
 }
 
 #[test]

@@ -18,6 +18,9 @@ use aiclient_tests::artifacts::{self, Artifacts};
 use aiclient_tests::gateway::Gateway;
 use aiclient_tests::gateway::http;
 use aiclient_tests::mocks::gemini::{self, Fault, GeminiMock, Injection, Options, ep};
+use aiclient_tests::wire::{
+    json_of, openai_stream_text, read_json, sse_data, sse_json, weather_tool,
+};
 use serde_json::{Value, json};
 
 const KEY: &str = "gemini-client-key";
@@ -192,54 +195,6 @@ impl Setup {
     }
 }
 
-fn read_json(p: &Path) -> Value {
-    let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
-    serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("{} is not JSON ({e}): {text}", p.display()))
-}
-
-fn pool_account<'a>(pools: &'a Value, uuid: &str) -> &'a Value {
-    pools[T]
-        .as_array()
-        .expect("accounts")
-        .iter()
-        .find(|a| a["uuid"] == uuid)
-        .expect("the account")
-}
-
-fn json_of(body: &str) -> Value {
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
-}
-
-fn sse_data(body: &str) -> Vec<String> {
-    body.lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .map(str::to_string)
-        .collect()
-}
-
-fn sse_json(body: &str) -> Vec<Value> {
-    sse_data(body)
-        .iter()
-        .filter_map(|d| serde_json::from_str(d).ok())
-        .collect()
-}
-
-fn user(text: &str) -> Value {
-    json!({"model": MODEL, "messages": [{"role": "user", "content": text}]})
-}
-
-fn openai_stream_text(body: &str) -> String {
-    sse_json(body)
-        .iter()
-        .filter_map(|c| {
-            c["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_string)
-        })
-        .collect()
-}
-
 fn gemini_text(resp: &Value) -> String {
     resp["candidates"][0]["content"]["parts"]
         .as_array()
@@ -261,11 +216,6 @@ fn one_account_with(opts: Options, patch: Value, config_patch: Value) -> Setup {
     let cred = mock.credential("at-1", "rt-1", HOUR);
     let acct = account(&mock, "g1", patch);
     Setup::start(mock, vec![(acct, Some(cred))], config_patch)
-}
-
-fn weather_tool() -> Value {
-    json!([{"type": "function", "function": {"name": "get_weather", "description": "Weather of a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}])
 }
 
 #[test]
@@ -1578,4 +1528,17 @@ fn antigravity_accounts_use_their_surface() {
         chunks.last().expect("last").get("usageMetadata").is_some(),
         "{out}"
     );
+}
+
+fn pool_account<'a>(pools: &'a Value, uuid: &str) -> &'a Value {
+    pools[T]
+        .as_array()
+        .expect("accounts")
+        .iter()
+        .find(|a| a["uuid"] == uuid)
+        .expect("the account")
+}
+
+fn user(text: &str) -> Value {
+    json!({"model": MODEL, "messages": [{"role": "user", "content": text}]})
 }

@@ -20,6 +20,9 @@ use aiclient_tests::artifacts::{self, Artifacts};
 use aiclient_tests::gateway::Gateway;
 use aiclient_tests::gateway::http;
 use aiclient_tests::mocks::qwen::{self, Fault, Injection, Options, QwenMock, ep};
+use aiclient_tests::wire::{
+    json_of, openai_stream_text, read_json, sse_data, sse_json, streaming, weather_tool,
+};
 use serde_json::{Value, json};
 
 const KEY: &str = "qwen-client-key";
@@ -183,64 +186,6 @@ impl Setup {
     fn token_file(&self, uuid: &str) -> Value {
         read_json(&self.configs.join("qwen").join(format!("{uuid}.json")))
     }
-}
-
-fn read_json(p: &Path) -> Value {
-    let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
-    serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("{} is not JSON ({e}): {text}", p.display()))
-}
-
-fn pool_account<'a>(pools: &'a Value, uuid: &str) -> &'a Value {
-    pools[T]
-        .as_array()
-        .expect("accounts")
-        .iter()
-        .find(|a| a["uuid"] == uuid)
-        .expect("the account")
-}
-
-fn json_of(body: &str) -> Value {
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
-}
-
-fn sse_data(body: &str) -> Vec<String> {
-    body.lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .map(str::to_string)
-        .collect()
-}
-
-fn sse_json(body: &str) -> Vec<Value> {
-    sse_data(body)
-        .iter()
-        .filter_map(|d| serde_json::from_str(d).ok())
-        .collect()
-}
-
-fn user(text: &str) -> Value {
-    json!({"model": MODEL, "messages": [{"role": "user", "content": text}]})
-}
-
-fn streaming(mut v: Value) -> Value {
-    v["stream"] = json!(true);
-    v
-}
-
-fn openai_stream_text(body: &str) -> String {
-    sse_json(body)
-        .iter()
-        .filter_map(|c| {
-            c["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_string)
-        })
-        .collect()
-}
-
-fn weather_tool() -> Value {
-    json!([{"type": "function", "function": {"name": "get_weather", "description": "Weather of a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}])
 }
 
 /// A fresh mock with one account whose token is valid for an hour.
@@ -1339,4 +1284,17 @@ fn broken_streams_are_clean_client_errors() {
     let (st, out) = s.chat(&stream);
     assert_eq!(st, 200, "{out}");
     no_panics(&s);
+}
+
+fn pool_account<'a>(pools: &'a Value, uuid: &str) -> &'a Value {
+    pools[T]
+        .as_array()
+        .expect("accounts")
+        .iter()
+        .find(|a| a["uuid"] == uuid)
+        .expect("the account")
+}
+
+fn user(text: &str) -> Value {
+    json!({"model": MODEL, "messages": [{"role": "user", "content": text}]})
 }
