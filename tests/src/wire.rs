@@ -50,3 +50,9 @@ pub fn weather_tool() -> Value {
     json!([{"type": "function", "function": {"name": "get_weather", "description": "Weather of a city",
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}])
 }
+
+/// `v` with the JSON merge patch `patch` applied (RFC 7386: objects merge, `null` removes).
+pub fn merged(mut v: Value, patch: &Value) -> Value {
+    aiclient_sdk::account::merge_patch(&mut v, patch);
+    v
+}

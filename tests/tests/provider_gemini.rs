@@ -19,7 +19,7 @@ use aiclient_tests::gateway::Gateway;
 use aiclient_tests::gateway::http;
 use aiclient_tests::mocks::gemini::{self, Fault, GeminiMock, Injection, Options, ep};
 use aiclient_tests::wire::{
-    json_of, openai_stream_text, read_json, sse_data, sse_json, weather_tool,
+    json_of, merged, openai_stream_text, read_json, sse_data, sse_json, weather_tool,
 };
 use serde_json::{Value, json};
 
@@ -55,26 +55,6 @@ fn base_config() -> Value {
         "REQUEST_BASE_DELAY": 10,
         "MAX_ERROR_COUNT": 3,
     })
-}
-
-/// Merges `patch` into `v` (objects recursively, `null` removes).
-fn merged(mut v: Value, patch: &Value) -> Value {
-    if let (Some(o), Some(p)) = (v.as_object_mut(), patch.as_object()) {
-        for (k, pv) in p {
-            if pv.is_null() {
-                o.remove(k);
-            } else {
-                let cur = o.remove(k).unwrap_or(Value::Null);
-                let new = if cur.is_object() && pv.is_object() {
-                    merged(cur, pv)
-                } else {
-                    pv.clone()
-                };
-                o.insert(k.clone(), new);
-            }
-        }
-    }
-    v
 }
 
 /// An account of `mock`, its credential file at `./configs/gemini/<uuid>.json`.
