@@ -154,6 +154,38 @@ pub struct RedisSection {
     /// What `serve` does when Redis is configured but unreachable or empty at startup
     /// (env `AICLIENT_REDIS_ON_UNAVAILABLE`).
     pub on_unavailable: OnUnavailable,
+    /// What the gateway does when the data is deleted underneath it while serving (`FLUSHDB`):
+    /// `reseed` (default) or `report` (env `AICLIENT_REDIS_ON_DATA_LOSS`).
+    pub on_data_loss: OnDataLossSetting,
+}
+
+/// `[storage.redis] on_data_loss`: see [`crate::storage::OnDataLoss`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnDataLossSetting {
+    /// Write the in-memory view (accounts with their counters and health, config, meta,
+    /// cached tokens, plugin states, password hash) back, and go on.
+    #[default]
+    Reseed,
+    /// Log it and show it in `GET /api/redis/status`; stop writing, serve from memory.
+    Report,
+}
+
+impl OnDataLossSetting {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim() {
+            "reseed" => Some(Self::Reseed),
+            "report" => Some(Self::Report),
+            _ => None,
+        }
+    }
+
+    pub fn policy(self) -> crate::storage::OnDataLoss {
+        match self {
+            Self::Reseed => crate::storage::OnDataLoss::Reseed,
+            Self::Report => crate::storage::OnDataLoss::Report,
+        }
+    }
 }
 
 /// Startup policy when Redis is unreachable (or reachable but holds no data).
@@ -204,6 +236,7 @@ impl Default for RedisSection {
             connect_timeout_ms: 5000,
             command_timeout_ms: 1000,
             on_unavailable: OnUnavailable::default(),
+            on_data_loss: OnDataLossSetting::default(),
         }
     }
 }
@@ -425,6 +458,14 @@ fn apply_env(f: &mut FileConfig, env: &dyn Fn(&str) -> Option<String>) -> Result
                 message: "expected fallback-file, wait or refuse".into(),
             })?;
     }
+    if let Some(v) = env("AICLIENT_REDIS_ON_DATA_LOSS") {
+        f.storage.redis.on_data_loss =
+            OnDataLossSetting::parse(&v).ok_or_else(|| ConfigError::Env {
+                name: "AICLIENT_REDIS_ON_DATA_LOSS",
+                value: v.clone(),
+                message: "expected reseed or report".into(),
+            })?;
+    }
     if let Some(v) = env("AICLIENT_HOST") {
         f.server.host = v;
     }
@@ -635,5 +676,27 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("REDIS_ENABLED"), "{err}");
+    }
+
+    #[test]
+    fn on_data_loss_from_file_and_env() {
+        let c = Config::load(None, &env_of(&[]), &Overrides::default()).unwrap();
+        assert_eq!(c.file.storage.redis.on_data_loss, OnDataLossSetting::Reseed);
+        let f = write("[storage.redis]\non_data_loss = \"report\"\n");
+        let c = Config::load(Some(&f), &env_of(&[]), &Overrides::default()).unwrap();
+        assert_eq!(c.file.storage.redis.on_data_loss, OnDataLossSetting::Report);
+        let env = env_of(&[("AICLIENT_REDIS_ON_DATA_LOSS", "reseed")]);
+        let c = Config::load(Some(&f), &env, &Overrides::default()).unwrap();
+        assert_eq!(c.file.storage.redis.on_data_loss, OnDataLossSetting::Reseed);
+        let err = Config::load(
+            None,
+            &env_of(&[("AICLIENT_REDIS_ON_DATA_LOSS", "ignore")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("AICLIENT_REDIS_ON_DATA_LOSS"), "{err}");
+        let f = write("[storage.redis]\non_data_loss = \"ignore\"\n");
+        assert!(Config::load(Some(&f), &env_of(&[]), &Overrides::default()).is_err());
     }
 }

@@ -36,13 +36,24 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::api::router(state.gateway))
 }
 
-/// `GET /health`: 200 while the gateway can serve; 503 when its storage backend cannot answer.
-/// Either way the body says which backend and what it reports (never a password).
+/// How long `GET /health` waits for the backend's status before answering 503.
+const HEALTH_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `GET /health`: 200 while the gateway can serve; 503 when its storage backend cannot answer
+/// (within [`HEALTH_WAIT`], so a paused or hung storage never hangs the probe). Either way the
+/// body says which backend and what it reports (never a password).
 async fn health(State(s): State<AppState>) -> impl IntoResponse {
     let now = aiclient_sdk::account::now_ms();
     let uptime = s.started.elapsed().as_secs();
     let gw = &s.gateway;
-    match gw.storage.status().await {
+    let status = match tokio::time::timeout(HEALTH_WAIT, gw.storage.status()).await {
+        Ok(r) => r,
+        Err(_) => Err(aiclient_sdk::PluginError::timeout(format!(
+            "the backend gave no status within {} ms",
+            HEALTH_WAIT.as_millis()
+        ))),
+    };
+    match status {
         Ok(status) => (
             StatusCode::OK,
             Json(json!({

@@ -83,6 +83,9 @@ pub async fn open(config: &Config, instance: &str) -> Result<(LoadedStorage, Sto
         let problem = match configured().await {
             Ok(opened) => match is_empty(&opened.1).await {
                 Ok(false) => {
+                    // Data deleted underneath the running gateway is handled by this policy.
+                    let policy = config.file.storage.redis.on_data_loss.policy();
+                    opened.1.resilience().set_on_data_loss(policy);
                     if attempt > 1 {
                         tracing::info!(attempt, "Redis is reachable and holds data; starting");
                     }

@@ -1,6 +1,11 @@
-//! Redis going away at startup: each `on_unavailable` policy (fallback to the file backend,
-//! wait with backoff, refuse) happens with its clear log line, and an empty Redis is reported
-//! with a warning naming `aiclient migrate`.
+//! Redis going away (`docs/resilience.md`):
+//! - at startup: each `on_unavailable` policy (fallback to the file backend, wait with backoff,
+//!   refuse) happens with its clear log line, and an empty Redis is reported with a warning
+//!   naming `aiclient migrate`;
+//! - under load: `kill -9` of Redis, SIGTERM and `kill -9` of the gateway during an outage (the
+//!   journal), `CLIENT PAUSE` for 5 s (latency bound, no failure, exact counts);
+//! - data deleted underneath (`FLUSHDB`): detected, logged, reseeded from memory — or, with
+//!   `on_data_loss = "report"`, shown in the status with nothing written.
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
@@ -463,6 +468,7 @@ fn sigterm_during_an_outage_journals_and_a_restart_replays_exactly() {
         ("AICLIENT_REDIS_ON_UNAVAILABLE", "wait"),
     ];
     let gw = Gateway::start(dir.path(), &redis_args(&url), &env);
+    let password = gw.generated_password().expect("generated admin password");
     let load = Load::start(gw.addr);
     std::thread::sleep(Duration::from_secs(1));
     redis.kill();
@@ -485,6 +491,41 @@ fn sigterm_during_an_outage_journals_and_a_restart_replays_exactly() {
         gw2.seen.iter().any(|l| l.contains("replaying the journal")),
         "{:#?}",
         gw2.seen
+    );
+    assert!(
+        gw2.seen
+            .iter()
+            .any(|l| l.contains("journal replay finished") && l.contains("elapsed_ms=")),
+        "{:#?}",
+        gw2.seen
+    );
+    // The replay's progress is in the status.
+    let addr: std::net::SocketAddr = gw2
+        .seen
+        .iter()
+        .find_map(|l| l.split("listening on http://").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .expect("listen address");
+    let (st, body) = gateway::http(
+        addr,
+        "POST",
+        "/api/login",
+        &[("content-type", "application/json")],
+        &json!({ "password": password }).to_string(),
+    );
+    assert_eq!(st, 200, "{body}");
+    let token: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let auth = format!("Bearer {}", token["token"].as_str().expect("token"));
+    let replay = &redis_status(addr, &auth)["replay"];
+    assert_eq!(replay["kind"], "journal", "{replay}");
+    assert_eq!(replay["running"], false, "{replay}");
+    assert_eq!(replay["ok"], true, "{replay}");
+    assert!(replay["total"].as_u64().is_some_and(|n| n > 0), "{replay}");
+    assert_eq!(replay["done"], replay["total"], "{replay}");
+    assert!(
+        replay["startedAt"].is_i64() && replay["finishedAt"].is_i64(),
+        "{replay}"
     );
     assert!(
         !data.join("pending-writes.json").exists(),
@@ -541,4 +582,364 @@ fn kill_9_of_the_gateway_during_an_outage_loses_at_most_one_flush_interval() {
         !data.join("pending-writes.json").exists(),
         "journal replayed and removed"
     );
+}
+
+// ---- CLIENT PAUSE: Redis stops answering for 5 s under load -------------------------------
+
+/// The Redis backend's default command timeout (`[storage.redis] command_timeout_ms`).
+const COMMAND_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// Requests from 2 threads until stopped, each one timed: (started at, latency, status).
+struct TimedLoad {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<Vec<(Instant, Duration, u16)>>>,
+}
+
+impl TimedLoad {
+    fn start(addr: std::net::SocketAddr) -> TimedLoad {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..2)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut seen = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let t = Instant::now();
+                        let st = chat(addr);
+                        seen.push((t, t.elapsed(), st));
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    seen
+                })
+            })
+            .collect();
+        TimedLoad { stop, threads }
+    }
+
+    fn finish(mut self) -> Vec<(Instant, Duration, u16)> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.threads
+            .drain(..)
+            .flat_map(|t| t.join().expect("load thread"))
+            .collect()
+    }
+}
+
+impl Drop for TimedLoad {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn p99(mut v: Vec<Duration>) -> Duration {
+    assert!(!v.is_empty(), "no samples");
+    v.sort();
+    v[(v.len() * 99).div_ceil(100) - 1]
+}
+
+/// Polls `/api/redis/status` until the gateway has written everything; returns that status.
+fn drained(addr: std::net::SocketAddr, auth: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let st = redis_status(addr, auth);
+        if st["queuedWrites"] == 0 && st["degradedSince"].is_null() {
+            return st;
+        }
+        assert!(Instant::now() < deadline, "never drained: {st}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn client_pause_for_5s_under_load_fails_no_request_and_keeps_p99_below_the_command_timeout() {
+    let mock = mock_upstream::start_in_thread(&["up-0", "up-1", "up-2", "up-3"]);
+    let redis = seeded_aof_redis(&mock.base_url());
+    let url = redis.url(0);
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("data");
+    let gw = Gateway::start(
+        dir.path(),
+        &redis_args(&url),
+        &[("AICLIENT_DATA_DIR", data.to_str().expect("utf-8"))],
+    );
+    let auth = login(&gw);
+    let load = TimedLoad::start(gw.addr);
+    std::thread::sleep(Duration::from_millis(1500));
+
+    assert_eq!(redis.cli(&["CLIENT", "PAUSE", "5000", "ALL"]), "OK");
+    let paused = Instant::now();
+    // The admin status answers within the bound while Redis is paused, and says so.
+    let mut status_latencies = Vec::new();
+    let mut saw_stale = false;
+    while paused.elapsed() < Duration::from_millis(4500) {
+        let t = Instant::now();
+        let st = redis_status(gw.addr, &auth);
+        status_latencies.push(t.elapsed());
+        saw_stale |= st["connected"] == false;
+        assert!(!st.to_string().contains("redis://127"), "no raw URL: {st}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let resumed = paused + Duration::from_secs(5);
+    std::thread::sleep(resumed.saturating_duration_since(Instant::now()) + Duration::from_secs(3));
+    let samples = load.finish();
+    let after = drained(gw.addr, &auth);
+
+    let ok = samples.iter().filter(|s| s.2 == 200).count() as i64;
+    let failed: Vec<_> = samples.iter().filter(|s| s.2 != 200).collect();
+    let during: Vec<Duration> = samples
+        .iter()
+        .filter(|s| s.0 >= paused && s.0 < resumed)
+        .map(|s| s.1)
+        .collect();
+    let during_n = during.len();
+    let (p99_all, p99_during) = (p99(samples.iter().map(|s| s.1).collect()), p99(during));
+    let max_status = status_latencies.iter().max().copied().unwrap_or_default();
+    let total = usage_in_redis(&url);
+    eprintln!(
+        "CLIENT PAUSE 5 s: requests={} ok={ok} failed={} during_pause={during_n} p99={p99_all:?} \
+         p99_during_pause={p99_during:?} status_max={max_status:?} ({} polls) usage_total={total}",
+        samples.len(),
+        failed.len(),
+        status_latencies.len(),
+    );
+    let bound = COMMAND_TIMEOUT + Duration::from_millis(100);
+    assert!(failed.is_empty(), "no request failed: {failed:?}");
+    assert!(during_n > 50, "the load ran during the pause: {during_n}");
+    assert!(p99_all < bound, "p99 {p99_all:?} >= {bound:?}");
+    assert!(
+        p99_during < bound,
+        "p99 during the pause {p99_during:?} >= {bound:?}"
+    );
+    assert!(
+        max_status < bound,
+        "GET /api/redis/status took {max_status:?} during the pause"
+    );
+    assert!(
+        saw_stale,
+        "the status showed Redis not answering during the pause"
+    );
+    assert_eq!(total, ok, "usageCount equals the successful requests");
+    // The pause made flushes time out (degraded); the catch-up after it is in the status.
+    assert_eq!(after["replay"]["kind"], "catch-up", "{after}");
+    assert_eq!(after["replay"]["running"], false, "{after}");
+    assert_eq!(after["replay"]["ok"], true, "{after}");
+    assert!(after["replay"]["finishedAt"].is_i64(), "{after}");
+    assert!(
+        after["dataLoss"].is_null(),
+        "a pause is no data loss: {after}"
+    );
+    let log = gw.logs();
+    assert!(
+        log.contains(&format!(
+            "redis backend connected to redis://127.0.0.1:{}/0",
+            redis.port
+        )),
+        "the connect line names host:port/db: {log}"
+    );
+    assert!(log.contains("degraded mode"), "{log}");
+    assert!(log.contains("catch-up finished"), "{log}");
+}
+
+// ---- FLUSHDB while running: detected, logged, reseeded from memory (or reported) ----------
+
+/// Whether the seeded state (meta, config, the 4 accounts) is in Redis.
+fn state_in_redis(redis: &RedisServer) -> (bool, bool, i64) {
+    let exists = |k: &str| redis.cli(&["EXISTS", k]) == "1";
+    (
+        exists("aiclient:{global}:meta"),
+        exists("aiclient:{global}:config"),
+        redis
+            .cli(&["ZCARD", "aiclient:{pool:openai-custom}:accounts"])
+            .parse()
+            .unwrap_or(-1),
+    )
+}
+
+#[test]
+fn flushdb_under_load_is_detected_logged_and_reseeded_from_memory() {
+    let mock = mock_upstream::start_in_thread(&["up-0", "up-1", "up-2", "up-3"]);
+    let redis = seeded_aof_redis(&mock.base_url());
+    let url = redis.url(0);
+    let dir = tempfile::tempdir().expect("tmp");
+    let gw = Gateway::start(dir.path(), &redis_args(&url), &[]);
+    let password = gw.generated_password().expect("generated admin password");
+    let load = Load::start(gw.addr);
+    std::thread::sleep(Duration::from_secs(2));
+    let before = usage_in_redis(&url);
+    assert!(before > 0, "counts reached Redis before the FLUSHDB");
+
+    assert_eq!(redis.cli(&["FLUSHDB"]), "OK");
+    let flushed = Instant::now();
+    let reseed_time = loop {
+        let (meta, config, accounts) = state_in_redis(&redis);
+        if meta && config && accounts == 4 {
+            break flushed.elapsed();
+        }
+        assert!(
+            flushed.elapsed() < Duration::from_secs(10),
+            "not reseeded within 10 s: meta={meta} config={config} accounts={accounts}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let right_after = usage_in_redis(&url);
+    std::thread::sleep(Duration::from_secs(2));
+    let (ok, failed) = load.finish();
+    // Sessions are not reseeded: log in again (the password hash was).
+    let (st, body) = gateway::http(
+        gw.addr,
+        "POST",
+        "/api/login",
+        &[("content-type", "application/json")],
+        &json!({ "password": password }).to_string(),
+    );
+    assert_eq!(st, 200, "the reseeded password hash logs in: {body}");
+    let auth = format!(
+        "Bearer {}",
+        serde_json::from_str::<serde_json::Value>(&body).expect("json")["token"]
+            .as_str()
+            .expect("token")
+    );
+    let status = drained(gw.addr, &auth);
+    let total = usage_in_redis(&url);
+    let log = gw.logs();
+    eprintln!(
+        "FLUSHDB: ok={ok} failed={failed} usage_before={before} right_after_reseed={right_after} \
+         usage_total={total} reseeded_in={reseed_time:?} dataLoss={}",
+        status["dataLoss"]
+    );
+    assert_eq!(failed, 0, "no request failed");
+    assert!(
+        right_after >= before,
+        "the reseed kept the counts: {right_after} < {before}"
+    );
+    assert_eq!(
+        total, ok as i64,
+        "usageCount equals the successful requests"
+    );
+    let loss = &status["dataLoss"];
+    assert!(loss["detectedAt"].is_i64(), "{status}");
+    assert_eq!(loss["policy"], "reseed");
+    assert_eq!(loss["writesPaused"], false);
+    assert_eq!(loss["reseeded"]["accounts"], 4, "{loss}");
+    assert_eq!(loss["reseeded"]["config"], true, "{loss}");
+    assert_eq!(loss["reseeded"]["passwordHash"], true, "{loss}");
+    assert!(loss["reseedFinishedAt"].is_i64(), "{loss}");
+    assert!(
+        log.lines().any(|l| l.contains("ERROR")
+            && l.contains("STORAGE DATA LOSS")
+            && l.contains("FLUSHDB")),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("reseed finished") && l.contains("accounts=4")),
+        "{log}"
+    );
+
+    // A second gateway on the reseeded Redis starts (no "empty Redis" fallback, no new admin
+    // password) and serves.
+    let dir2 = tempfile::tempdir().expect("tmp");
+    let gw2 = Gateway::start(dir2.path(), &redis_args(&url), &[]);
+    assert!(
+        gw2.stdout.iter().any(|l| l.contains("(storage: redis)")),
+        "{:?}",
+        gw2.stdout
+    );
+    assert_eq!(
+        gw2.generated_password(),
+        None,
+        "the password hash was reseeded"
+    );
+    assert_eq!(chat(gw2.addr), 200);
+}
+
+#[test]
+fn flushdb_with_on_data_loss_report_is_shown_in_the_status_and_nothing_is_rewritten() {
+    let mock = mock_upstream::start_in_thread(&["up-0", "up-1", "up-2", "up-3"]);
+    let redis = seeded_aof_redis(&mock.base_url());
+    let url = redis.url(0);
+    let dir = tempfile::tempdir().expect("tmp");
+    let gw = Gateway::start(
+        dir.path(),
+        &redis_args(&url),
+        &[("AICLIENT_REDIS_ON_DATA_LOSS", "report")],
+    );
+    let auth = login(&gw);
+    let load = Load::start(gw.addr);
+    std::thread::sleep(Duration::from_secs(1));
+
+    assert_eq!(redis.cli(&["FLUSHDB"]), "OK");
+    let flushed = Instant::now();
+    let status = loop {
+        let st = redis_status(gw.addr, &auth);
+        if st["dataLoss"].is_object() {
+            break st;
+        }
+        assert!(
+            flushed.elapsed() < Duration::from_secs(10),
+            "not reported within 10 s: {st}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let detected_in = flushed.elapsed();
+    std::thread::sleep(Duration::from_secs(2));
+    // Still serving, from memory; nothing was written back.
+    assert_eq!(redis.cli(&["DBSIZE"]), "0", "Redis was not rewritten");
+    let loss = &status["dataLoss"];
+    assert_eq!(loss["policy"], "report", "{status}");
+    assert_eq!(loss["writesPaused"], true, "{status}");
+    assert!(loss["detectedAt"].is_i64(), "{status}");
+    assert!(loss["reseeded"].is_null(), "{status}");
+    let queued = redis_status(gw.addr, &auth)["queuedWrites"]
+        .as_i64()
+        .unwrap_or(0);
+    assert!(queued > 0, "counts wait in memory: {queued}");
+    let log = gw.logs();
+    assert!(
+        log.lines().any(|l| l.contains("ERROR")
+            && l.contains("STORAGE DATA LOSS")
+            && l.contains("policy=\"report\"")),
+        "{log}"
+    );
+    assert!(log.contains("writes to storage paused"), "{log}");
+
+    // The operator asks for the reseed: everything comes back, counts exact.
+    let (st, body) = gateway::http(
+        gw.addr,
+        "POST",
+        "/api/redis/reseed",
+        &[("authorization", &auth)],
+        "",
+    );
+    assert_eq!(st, 200, "{body}");
+    let r: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(r["reseeded"]["accounts"], 4, "{r}");
+    std::thread::sleep(Duration::from_secs(1));
+    let (ok, failed) = load.finish();
+    let (st, body) = gateway::http(
+        gw.addr,
+        "POST",
+        "/api/login",
+        &[("content-type", "application/json")],
+        &json!({"password": gw.generated_password().expect("password")}).to_string(),
+    );
+    assert_eq!(st, 200, "{body}");
+    let auth = format!(
+        "Bearer {}",
+        serde_json::from_str::<serde_json::Value>(&body).expect("json")["token"]
+            .as_str()
+            .expect("token")
+    );
+    let after = drained(gw.addr, &auth);
+    let total = usage_in_redis(&url);
+    eprintln!(
+        "FLUSHDB (report): ok={ok} failed={failed} detected_in={detected_in:?} queued={queued} usage_total={total}"
+    );
+    assert_eq!(failed, 0, "no request failed");
+    assert_eq!(after["dataLoss"]["writesPaused"], false, "{after}");
+    assert_eq!(
+        total, ok as i64,
+        "usageCount equals the successful requests"
+    );
+    assert_eq!(state_in_redis(&redis), (true, true, 4));
 }

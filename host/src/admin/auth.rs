@@ -101,7 +101,31 @@ pub async fn check_session(storage: &Storage, token: &str) -> Result<Option<Sess
         return Ok(None);
     }
     let hash = token_hash(token);
-    match storage.get_session(&hash).await {
+    // With the session cached, storage gets a short while to answer; past it the cached copy
+    // answers as in an outage, so the admin API (and `/api/redis/status`) stays responsive
+    // while storage is paused or slow, never waiting out the command timeout.
+    let cached = lock_sessions()
+        .get(&hash)
+        .is_some_and(|(s, seen)| s.expires_at > now_ms() && seen.elapsed() < SESSION_STALE_LIMIT);
+    let lookup = storage.get_session(&hash);
+    let found = if cached {
+        match tokio::time::timeout(CACHED_SESSION_WAIT, lookup).await {
+            Ok(r) => r,
+            Err(_) => Err(PluginError::timeout(format!(
+                "session lookup: no answer from storage within {} ms",
+                CACHED_SESSION_WAIT.as_millis()
+            ))),
+        }
+    } else {
+        lookup.await
+    };
+    match found {
+        // The store lost its data (detected, or not yet: `FLUSHDB` a moment ago): a session
+        // this process verified before stands, as in an outage, so the operator can still see
+        // the status. After a reseed (sessions are not reseeded) it is gone: log in again.
+        Ok(None) if cached && store_lost_data(storage).await => {
+            Ok(lock_sessions().get(&hash).map(|(s, _)| s.clone()))
+        }
         Ok(s) => {
             let s = s.filter(|s| s.expires_at > now_ms());
             let mut cache = lock_sessions();
@@ -135,6 +159,23 @@ pub async fn check_session(storage: &Storage, token: &str) -> Result<Option<Sess
     }
 }
 
+/// Whether writes to storage are paused after a reported data loss.
+pub fn writes_paused(storage: &Storage) -> bool {
+    storage
+        .resilience()
+        .data_loss()
+        .is_some_and(|d| d.writes_paused)
+}
+
+/// Whether the store lost its data underneath (a session this process verified is then
+/// missing because of that, not because it was deleted). One read; only asked when a cached
+/// session is not found.
+async fn store_lost_data(storage: &Storage) -> bool {
+    writes_paused(storage)
+        || (storage.resilience().on_data_loss().is_some()
+            && matches!(storage.marker_gone().await, Ok(Some(_))))
+}
+
 /// Sessions verified against storage, kept to serve lookups while storage is unreachable.
 type SessionCache = HashMap<String, (Session, Instant)>;
 static SESSIONS: std::sync::LazyLock<Mutex<SessionCache>> =
@@ -142,6 +183,8 @@ static SESSIONS: std::sync::LazyLock<Mutex<SessionCache>> =
 const SESSION_CACHE_MAX: usize = 10_000;
 /// How long after its last successful check a cached session is still honoured in an outage.
 const SESSION_STALE_LIMIT: Duration = Duration::from_secs(3600);
+/// How long a lookup of a cached session waits for storage before the cache answers.
+const CACHED_SESSION_WAIT: Duration = Duration::from_millis(250);
 
 fn lock_sessions() -> std::sync::MutexGuard<'static, SessionCache> {
     SESSIONS.lock().unwrap_or_else(|p| p.into_inner())

@@ -46,6 +46,8 @@ pub struct AdminState {
     pub events: events::Hub,
     pub plugins: Arc<Vec<PluginRow>>,
     pub started: Instant,
+    /// The backend's last status, answered (marked stale) when it does not reply in time.
+    last_status: Arc<std::sync::Mutex<Option<Value>>>,
 }
 
 impl AdminState {
@@ -57,6 +59,7 @@ impl AdminState {
             events,
             plugins: Arc::new(plugins),
             started: Instant::now(),
+            last_status: Arc::default(),
         }
     }
 }
@@ -149,6 +152,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/events", get(events::sse))
         .route("/api/storage/status", get(storage_status))
         .route("/api/redis/status", get(redis_status))
+        .route("/api/redis/reseed", post(redis_reseed))
         .route("/api/system", get(system))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -228,7 +232,11 @@ async fn login(
     if password.is_empty() {
         return Err(ApiError::bad("password is required"));
     }
-    let stored = s.gw.storage.get_password_hash().await?;
+    let mut stored = s.gw.storage.get_password_hash().await?;
+    if stored.is_none() && auth::writes_paused(&s.gw.storage) {
+        // The store lost its data (reported, not reseeded): the hash this process knew stands.
+        stored = s.gw.storage.mirror().password_hash();
+    }
     let pw = password.to_string();
     let valid = match stored {
         Some(h) => tokio::task::spawn_blocking(move || auth::verify_password(&pw, &h))
@@ -777,12 +785,55 @@ async fn usage(State(s): State<AdminState>, Query(q): Query<HashMap<String, Stri
     ok(doc)
 }
 
-async fn storage_status(State(s): State<AdminState>) -> ApiResult {
-    let mut st = match s.gw.storage.status().await {
-        Ok(v) => v,
-        Err(e) => json!({"connected": false, "lastError": e.to_string()}),
+/// How long the status endpoints wait for the backend's own status. Past it they answer from
+/// memory: the last status the backend gave, with `connected: false`, `stale: true` and the
+/// reason, so they never hang while storage is paused, slow or down.
+pub const STATUS_WAIT: Duration = Duration::from_millis(300);
+
+/// The backend's status within [`STATUS_WAIT`], masked.
+async fn backend_status(s: &AdminState) -> Value {
+    // The last status without its URL (the server shows as `server`, `host:port`).
+    let remembered = || {
+        let mut v = s
+            .last_status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_else(|| json!({}));
+        if let Some(o) = v.as_object_mut() {
+            o.remove("url");
+        }
+        v
+    };
+    let mut st = match tokio::time::timeout(STATUS_WAIT, s.gw.storage.status()).await {
+        Ok(Ok(v)) => {
+            *s.last_status.lock().unwrap_or_else(|p| p.into_inner()) = Some(v.clone());
+            v
+        }
+        Ok(Err(e)) => {
+            let mut v = remembered();
+            v["connected"] = json!(false);
+            v["stale"] = json!(true);
+            v["lastError"] = json!(e.to_string());
+            v
+        }
+        Err(_) => {
+            let mut v = remembered();
+            v["connected"] = json!(false);
+            v["stale"] = json!(true);
+            v["lastError"] = json!(format!(
+                "the backend gave no status within {} ms",
+                STATUS_WAIT.as_millis()
+            ));
+            v
+        }
     };
     mask_secrets(&mut st);
+    st
+}
+
+async fn storage_status(State(s): State<AdminState>) -> ApiResult {
+    let st = backend_status(&s).await;
     ok(json!({"initialized": true, "type": s.gw.storage.name(), "status": st}))
 }
 
@@ -794,11 +845,7 @@ async fn redis_status(State(s): State<AdminState>) -> ApiResult {
             json!({"enabled": false, "connected": false, "lastConnectedAt": null, "queuedWrites": 0, "storageType": s.gw.storage.name()}),
         );
     }
-    let mut st = match s.gw.storage.status().await {
-        Ok(v) => v,
-        Err(e) => json!({"connected": false, "lastError": e.to_string()}),
-    };
-    mask_secrets(&mut st);
+    let st = backend_status(&s).await;
     // The host's own unwritten state (dirty accounts' counters and queued changes, the same
     // state the journal holds during an outage) plus whatever the backend queues itself.
     let health = s.gw.pools.flush_health();
@@ -814,6 +861,11 @@ async fn redis_status(State(s): State<AdminState>) -> ApiResult {
         "consecutiveFlushFailures": health.consecutive_failures,
         "journaled": health.journaled,
         "storageType": "redis",
+        // The last journal replay (startup) or post-outage catch-up, and a detected loss of
+        // the data underneath (FLUSHDB) with what was done about it.
+        "replay": s.gw.storage.resilience().replay(),
+        "dataLoss": s.gw.storage.resilience().data_loss(),
+        "onDataLoss": s.gw.storage.resilience().on_data_loss().map(|p| p.name()),
     });
     if let (Some(o), Some(e)) = (out.as_object_mut(), health.last_error.filter(|_| degraded)) {
         o.insert("lastError".into(), Value::String(e));
@@ -824,6 +876,21 @@ async fn redis_status(State(s): State<AdminState>) -> ApiResult {
         }
     }
     ok(out)
+}
+
+/// `POST /api/redis/reseed`: writes this instance's in-memory view (accounts with their
+/// state, cached tokens, config, meta, plugin states, password hash) back to storage, and
+/// resumes writing if a data loss had paused it (`on_data_loss = "report"`).
+async fn redis_reseed(State(s): State<AdminState>) -> ApiResult {
+    if s.gw.storage.resilience().on_data_loss().is_none() {
+        return Err(ApiError::bad(format!(
+            "the {} backend has no data-loss guard; nothing to reseed",
+            s.gw.storage.name()
+        )));
+    }
+    tracing::warn!("reseed of storage requested through the admin API");
+    let c = s.gw.pools.reseed().await?;
+    ok(json!({"success": true, "reseeded": c}))
 }
 
 async fn system(State(s): State<AdminState>) -> ApiResult {

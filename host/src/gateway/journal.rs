@@ -214,6 +214,9 @@ pub async fn replay(storage: &Storage, journal: &Journal) -> Result<usize, Strin
         }
     };
     let total: usize = entries.iter().map(|e| e.updates.len()).sum();
+    let progress = storage.resilience();
+    progress.replay_started("journal", total as u64);
+    let started = std::time::Instant::now();
     tracing::info!(
         accounts = entries.len(),
         updates = total,
@@ -231,7 +234,10 @@ pub async fn replay(storage: &Storage, journal: &Journal) -> Result<usize, Strin
                     tracing::info!(provider = %e.provider_type, uuid = %e.uuid, usage = d.usage, "a counters write interrupted by the outage had landed; not replayed");
                 }
                 Ok(_) => {}
-                Err(err) => return Err(format!("journal replay could not start: {err}")),
+                Err(err) => {
+                    progress.replay_finished(false);
+                    return Err(format!("journal replay could not start: {err}"));
+                }
             }
         }
         let e = &Entry {
@@ -244,9 +250,13 @@ pub async fn replay(storage: &Storage, journal: &Journal) -> Result<usize, Strin
                 .update_state(&e.provider_type, &e.uuid, u.clone())
                 .await
             {
-                Ok(_) => written += 1,
+                Ok(_) => {
+                    written += 1;
+                    progress.replay_progress(written as u64);
+                }
                 Err(err) if err.code == ErrorCode::NOT_FOUND => break,
                 Err(err) => {
+                    progress.replay_finished(false);
                     let mut rest = vec![Entry {
                         updates: e.updates[j..].to_vec(),
                         ..e.clone()
@@ -264,11 +274,14 @@ pub async fn replay(storage: &Storage, journal: &Journal) -> Result<usize, Strin
             }
         }
     }
-    journal
-        .remove()
-        .map_err(|e| format!("journal replayed but not removed: {e}"))?;
+    journal.remove().map_err(|e| {
+        progress.replay_finished(false);
+        format!("journal replayed but not removed: {e}")
+    })?;
+    progress.replay_finished(true);
     tracing::info!(
         updates = written,
+        elapsed_ms = started.elapsed().as_millis() as u64,
         "journal replay finished; journal removed"
     );
     Ok(written)

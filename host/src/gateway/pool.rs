@@ -28,6 +28,8 @@ use aiclient_sdk::{ErrorCode, PluginError};
 use arc_swap::ArcSwap;
 use serde_json::Value;
 
+mod loss;
+
 use super::journal::{Entry, Journal};
 use super::settings::Settings;
 use crate::storage::Storage;
@@ -290,6 +292,8 @@ pub struct PoolManager {
     /// while the first is mid-batch and lose what it had taken (found by the load benchmark
     /// with 10,000 accounts).
     flushing: tokio::sync::Mutex<()>,
+    /// Detects the backend's data vanishing underneath (`FLUSHDB`) and reseeds it ([`loss`]).
+    loss: loss::LossGuard,
 }
 
 /// The flusher's view of storage: when it stopped answering and why.
@@ -319,6 +323,7 @@ impl PoolManager {
             journal: std::sync::OnceLock::new(),
             health: Mutex::new(FlushHealth::default()),
             flushing: tokio::sync::Mutex::new(()),
+            loss: loss::LossGuard::default(),
         });
         m.reload_all().await?;
         Ok(m)
@@ -508,6 +513,14 @@ impl PoolManager {
         for slot in &batch {
             slot.dirty.store(false, Ordering::Release);
         }
+        // After an outage, writing what accumulated in memory is the catch-up: its progress
+        // is shown in the status (`replay`).
+        let catch_up = lock(&self.health).degraded_since.is_some() && !batch.is_empty();
+        let progress = self.storage.resilience();
+        if catch_up {
+            progress.replay_started("catch-up", batch.len() as u64);
+        }
+        let done = std::sync::atomic::AtomicU64::new(0);
         // Accounts are independent: write up to FLUSH_CONCURRENCY of them at once (each
         // account's own updates stay in order). After the first failure no new write starts,
         // so an outage costs one command timeout per tick, not one per account.
@@ -515,6 +528,7 @@ impl PoolManager {
         let results: Vec<FlushOutcome> = futures_util::stream::iter(batch)
             .map(|slot| {
                 let stop = &stop;
+                let done = &done;
                 async move {
                     if stop.load(Ordering::Acquire) {
                         return (slot, None);
@@ -522,6 +536,8 @@ impl PoolManager {
                     let r = self.flush_slot(&slot).await;
                     if r.is_err() {
                         stop.store(true, Ordering::Release);
+                    } else if catch_up {
+                        progress.replay_progress(done.fetch_add(1, Ordering::AcqRel) + 1);
                     }
                     (slot, Some(r))
                 }
@@ -540,6 +556,9 @@ impl PoolManager {
                 }
                 None => self.mark_dirty(&slot),
             }
+        }
+        if catch_up {
+            progress.replay_finished(failure.is_none());
         }
         match failure {
             Some(e) => Err(e),
@@ -612,8 +631,22 @@ impl PoolManager {
                     }
                 }
                 Err(e) if e.code == ErrorCode::NOT_FOUND => {
-                    // The account was deleted meanwhile; its counts go with it.
-                    return Ok(());
+                    // Deleted meanwhile (its counts go with it) — unless the store lost its
+                    // data underneath: then everything is kept for the reseed.
+                    let counters_first = i == 0 && (usage != 0 || errors != 0);
+                    return match self.missing_in_storage(slot).await {
+                        Ok(false) => Ok(()),
+                        Ok(true) => {
+                            put_back(slot, &updates[i..], counters_first);
+                            // Written by the first flush after the reseed.
+                            self.mark_dirty(slot);
+                            Ok(())
+                        }
+                        Err(e) => {
+                            put_back(slot, &updates[i..], counters_first);
+                            Err(e)
+                        }
+                    };
                 }
                 Err(e) => {
                     let first = &updates[i];
@@ -626,26 +659,7 @@ impl PoolManager {
                             errors: first.error_delta,
                         });
                     }
-                    // Put back what was not written, ahead of anything queued since.
-                    let rest: Vec<StateUpdate> = updates[i..].to_vec();
-                    let (mut back_usage, mut back_errors) = (0, 0);
-                    let mut structural = Vec::new();
-                    for (j, r) in rest.into_iter().enumerate() {
-                        if i + j == 0 && (usage != 0 || errors != 0) {
-                            back_usage = r.usage_delta;
-                            back_errors = r.error_delta;
-                            if let ROption::RSome(m) = r.error_message {
-                                lock(&slot.last_error).get_or_insert(m.into_string());
-                            }
-                        } else {
-                            structural.push(r);
-                        }
-                    }
-                    slot.pending_usage.fetch_add(back_usage, Ordering::AcqRel);
-                    slot.pending_errors.fetch_add(back_errors, Ordering::AcqRel);
-                    let mut p = lock(&slot.pending);
-                    structural.append(&mut p);
-                    *p = structural;
+                    put_back(slot, &updates[i..], i == 0 && (usage != 0 || errors != 0));
                     return Err(e);
                 }
             }
@@ -725,6 +739,12 @@ impl PoolManager {
     /// enters degraded mode (logged once); the first full success after one removes the
     /// journal and logs the recovery once.
     pub async fn flush_or_journal(&self) -> Result<usize, PluginError> {
+        if self.loss.writes_paused() {
+            self.journal_unwritten();
+            return Err(PluginError::unavailable(
+                "writes to storage are paused: it lost its data (storage.redis.on_data_loss = \"report\")",
+            ));
+        }
         match self.flush().await {
             Ok(n) => {
                 let was = {
@@ -745,7 +765,8 @@ impl PoolManager {
                 if let Some(since) = was {
                     tracing::info!(
                         outage_ms = now_ms() - since,
-                        "storage reachable again: pending state written, degraded mode over"
+                        accounts = n,
+                        "storage reachable again: pending state written (catch-up finished), degraded mode over"
                     );
                 }
                 Ok(n)
@@ -803,6 +824,13 @@ impl PoolManager {
     /// Replaces the whole view with storage's.
     pub async fn reload_all(&self) -> Result<(), PluginError> {
         let accounts = self.storage.list_accounts(None).await?;
+        if accounts.is_empty() && self.holds_accounts() && self.storage_lost_data().await? {
+            // An empty store after a `FLUSHDB`: keep the view, it is what gets reseeded.
+            self.loss.suspect();
+            return Err(PluginError::unavailable(
+                "storage holds no accounts after losing its data; keeping the in-memory view",
+            ));
+        }
         let mut by_type: HashMap<String, Vec<Arc<Slot>>> = HashMap::new();
         for a in &accounts {
             by_type
@@ -882,9 +910,20 @@ impl PoolManager {
             let mut next_try = tokio::time::Instant::now();
             loop {
                 tick.tick().await;
-                if tokio::time::Instant::now() >= next_try {
+                if m.loss.writes_paused() {
+                    // Data loss reported (policy `report`): nothing is written until a
+                    // reseed; the unwritten state stays in memory and in the journal.
+                    m.journal_unwritten();
+                } else if tokio::time::Instant::now() >= next_try {
                     match m.flush_or_journal().await {
-                        Ok(_) => backoff = FLUSH_INTERVAL,
+                        Ok(_) => {
+                            backoff = FLUSH_INTERVAL;
+                            // One cheap read a second (sooner when a flush found an account
+                            // missing): did the store lose its data underneath?
+                            if m.loss.suspected() || n.is_multiple_of(5) {
+                                m.check_data_loss().await;
+                            }
+                        }
                         Err(e) => {
                             tracing::debug!(error = %e, retry_in_ms = backoff.as_millis() as u64, "counter flush failed");
                             next_try = tokio::time::Instant::now() + backoff;
@@ -951,6 +990,29 @@ impl PoolManager {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+/// Puts back what a flush of `slot` did not write (`rest`; its first element the coalesced
+/// counters when `counters_first`), ahead of anything queued since.
+fn put_back(slot: &Slot, rest: &[StateUpdate], counters_first: bool) {
+    let (mut back_usage, mut back_errors) = (0, 0);
+    let mut structural = Vec::new();
+    for (j, r) in rest.iter().cloned().enumerate() {
+        if j == 0 && counters_first {
+            back_usage = r.usage_delta;
+            back_errors = r.error_delta;
+            if let ROption::RSome(m) = r.error_message {
+                lock(&slot.last_error).get_or_insert(m.into_string());
+            }
+        } else {
+            structural.push(r);
+        }
+    }
+    slot.pending_usage.fetch_add(back_usage, Ordering::AcqRel);
+    slot.pending_errors.fetch_add(back_errors, Ordering::AcqRel);
+    let mut p = lock(&slot.pending);
+    structural.append(&mut p);
+    *p = structural;
 }
 
 fn carry_pending(old: &Arc<Slot>, new: &mut Arc<Slot>) {
