@@ -12,9 +12,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::gateway::settings::key_digest;
 use crate::gateway::{ClientCall, Gateway, error_response, json_response};
 
 /// An early answer (an auth failure, a malformed body), boxed: responses are large.
@@ -65,10 +65,8 @@ fn presented_key<'a>(
 }
 
 /// Compares digests, so the comparison takes the same time whatever the key's length or content.
-fn same_key(a: &str, b: &str) -> bool {
-    Sha256::digest(a.as_bytes())
-        .ct_eq(&Sha256::digest(b.as_bytes()))
-        .into()
+fn same_key(presented: &str, required: &[u8; 32]) -> bool {
+    key_digest(presented).ct_eq(required).into()
 }
 
 fn authorize(
@@ -77,7 +75,7 @@ fn authorize(
     headers: &HeaderMap,
     query: &HashMap<String, String>,
 ) -> Result<(), Early> {
-    match gw.required_key() {
+    match gw.required_key_digest() {
         None if gw.allow_no_api_key => Ok(()),
         None => Err(Box::new(error_response(
             protocol,
@@ -99,7 +97,7 @@ fn authorize(
 pub async fn authorized_for_metrics(gw: &Gateway, headers: &HeaderMap) -> bool {
     let none = HashMap::new();
     let presented = presented_key(headers, &none);
-    match (gw.required_key(), presented) {
+    match (gw.required_key_digest(), presented) {
         (None, _) if gw.allow_no_api_key => true,
         (Some(k), Some(p)) if same_key(p, &k) => true,
         (_, Some(p)) => matches!(
@@ -138,6 +136,36 @@ fn parse(protocol: Protocol, body: &Bytes) -> Result<Value, Early> {
     }
 }
 
+/// What the gateway itself needs from a request body: the model and the stream flag. The rest
+/// is skipped (still fully syntax-checked), so a pass-through request is never turned into a
+/// `Value` tree; conversions parse the body when they need it.
+#[derive(serde::Deserialize)]
+struct Peek {
+    #[serde(default)]
+    model: Option<Value>,
+    #[serde(default)]
+    stream: Option<Value>,
+}
+
+fn peek(protocol: Protocol, body: &Bytes) -> Result<Peek, Early> {
+    // A derived struct also accepts a JSON array (`["model", true]`): only objects are requests.
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some() && first != Some(&b'{') {
+        return Err(Box::new(error_response(
+            protocol,
+            400,
+            "the request body must be a JSON object",
+        )));
+    }
+    serde_json::from_slice::<Peek>(body).map_err(|e| {
+        Box::new(error_response(
+            protocol,
+            400,
+            &format!("invalid JSON body: {e}"),
+        ))
+    })
+}
+
 async fn body_call(
     gw: Arc<Gateway>,
     protocol: Protocol,
@@ -149,23 +177,23 @@ async fn body_call(
     if let Err(r) = authorize(&gw, protocol, &headers, &query) {
         return *r;
     }
-    let json = match parse(protocol, &body) {
+    let peeked = match peek(protocol, &body) {
         Ok(v) => v,
         Err(r) => return *r,
     };
-    let Some(model) = json
-        .get("model")
-        .and_then(Value::as_str)
-        .filter(|m| !m.is_empty())
-        .map(String::from)
-    else {
-        return error_response(protocol, 400, "the request has no model");
+    let model = match peeked.model {
+        Some(Value::String(m)) if !m.is_empty() => m,
+        _ => return error_response(protocol, 400, "the request has no model"),
     };
-    let stream = json.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let stream = peeked
+        .stream
+        .as_ref()
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     let call = ClientCall {
         protocol,
         body,
-        json,
+        json: None,
         model,
         stream,
         provider: provider_choice(&path, &headers),
@@ -265,7 +293,7 @@ async fn gemini(
     let call = ClientCall {
         protocol,
         body,
-        json,
+        json: Some(json),
         model: model.to_string(),
         stream,
         provider: provider_choice(&p, &h),
@@ -357,6 +385,7 @@ mod tests {
         assert_eq!(presented_key(&h, &q), Some("ghi"));
         let q: HashMap<String, String> = [("key".to_string(), "jkl".to_string())].into();
         assert_eq!(presented_key(&HeaderMap::new(), &q), Some("jkl"));
-        assert!(same_key("a", "a") && !same_key("a", "b") && !same_key("a", "aa"));
+        let a = key_digest("a");
+        assert!(same_key("a", &a) && !same_key("b", &a) && !same_key("aa", &a));
     }
 }

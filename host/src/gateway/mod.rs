@@ -46,6 +46,7 @@ pub struct Gateway {
     pub instance_id: Arc<str>,
     /// `--api-key` / `AICLIENT_API_KEY`: overrides `REQUIRED_API_KEY`, as the original's flag did.
     pub api_key_override: Option<String>,
+    api_key_override_digest: Option<[u8; 32]>,
     /// Serve the client APIs without any key (explicit opt-out; off by default).
     pub allow_no_api_key: bool,
     pub metrics: crate::metrics::Metrics,
@@ -56,7 +57,8 @@ pub struct Gateway {
 pub struct ClientCall {
     pub protocol: Protocol,
     pub body: Bytes,
-    pub json: Value,
+    /// The parsed body, when the endpoint needed it; conversions parse `body` otherwise.
+    pub json: Option<Value>,
     pub model: String,
     pub stream: bool,
     /// From the path prefix or the `Model-Provider` header.
@@ -87,6 +89,7 @@ impl Gateway {
             pools,
             settings,
             instance_id: Arc::from(instance_id),
+            api_key_override_digest: api_key_override.as_deref().map(settings::key_digest),
             api_key_override,
             allow_no_api_key,
             metrics: crate::metrics::Metrics::default(),
@@ -268,6 +271,12 @@ impl Gateway {
             .or_else(|| self.settings.load().api_key.clone())
     }
 
+    /// The SHA-256 of the key clients must present, if any (see [`settings::key_digest`]).
+    pub fn required_key_digest(&self) -> Option<[u8; 32]> {
+        self.api_key_override_digest
+            .or_else(|| self.settings.load().api_key_digest)
+    }
+
     /// Provider types to try for `model`, in order, each with the model to ask it for.
     fn plan(&self, call: &ClientCall) -> Vec<(String, String)> {
         let s = self.settings.load();
@@ -375,7 +384,16 @@ impl Gateway {
                 .map(RString::from)
                 .map_err(|_| "request body is not UTF-8".to_string());
         }
-        let mut v = aiclient_convert::convert_request(call.protocol, to, &call.json, model)
+        let parsed;
+        let json = match &call.json {
+            Some(v) => v,
+            None => {
+                parsed = serde_json::from_slice::<Value>(&call.body)
+                    .map_err(|e| format!("invalid JSON body: {e}"))?;
+                &parsed
+            }
+        };
+        let mut v = aiclient_convert::convert_request(call.protocol, to, json, model)
             .map_err(|e| e.message)?;
         if let Some(o) = v.as_object_mut()
             && to != Protocol::Gemini

@@ -7,12 +7,21 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
+/// The digest client keys are compared by (constant time, whatever the keys' lengths).
+pub fn key_digest(key: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(key.as_bytes()).into()
+}
+
 /// Defaults follow the original (`server-behaviour.md` §6.2), with its bugs fixed: there is no
 /// default API key (a missing key refuses service instead of serving everyone).
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// `REQUIRED_API_KEY`; `None` when unset or empty.
     pub api_key: Option<String>,
+    /// SHA-256 of `api_key`, computed once per config change: a request's key check hashes
+    /// only the presented key.
+    pub api_key_digest: Option<[u8; 32]>,
     /// `MODEL_PROVIDER` (string, CSV or array): the default provider types, first preferred.
     pub model_providers: Vec<String>,
     /// `MAX_ERROR_COUNT`: errors (each within `error_window_ms` of the previous) before an
@@ -113,12 +122,14 @@ impl Settings {
                     .collect()
             })
             .unwrap_or_default();
+        let api_key = v
+            .get("REQUIRED_API_KEY")
+            .and_then(Value::as_str)
+            .filter(|k| !k.is_empty())
+            .map(String::from);
         Self {
-            api_key: v
-                .get("REQUIRED_API_KEY")
-                .and_then(Value::as_str)
-                .filter(|k| !k.is_empty())
-                .map(String::from),
+            api_key_digest: api_key.as_deref().map(key_digest),
+            api_key,
             model_providers,
             max_error_count: int(v, "MAX_ERROR_COUNT", 10).max(0),
             error_window_ms: 10_000,

@@ -11,7 +11,34 @@ use serde_json::{Value, json};
 pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 
-pub struct ClaudeCustom;
+#[derive(Default)]
+pub struct ClaudeCustom {
+    accounts: kit::AccountCache<Upstream>,
+}
+
+/// An account's upstream, parsed once per account.
+struct Upstream {
+    messages: reqwest::Url,
+    count_tokens: reqwest::Url,
+    models: reqwest::Url,
+    key: reqwest::header::HeaderValue,
+}
+
+impl Upstream {
+    fn from_account(account: &Value, uuid: &str) -> Result<Self, PluginError> {
+        let base =
+            kit::account_str(account, "CLAUDE_BASE_URL").unwrap_or_else(|| DEFAULT_BASE_URL.into());
+        let key = kit::account_str(account, "CLAUDE_API_KEY").ok_or_else(|| {
+            PluginError::invalid_input(format!("account {uuid} has no CLAUDE_API_KEY"))
+        })?;
+        Ok(Self {
+            messages: kit::parse_url(&url(&base, "messages"))?,
+            count_tokens: kit::parse_url(&url(&base, "messages/count_tokens"))?,
+            models: kit::parse_url(&url(&base, "models"))?,
+            key: kit::secret_header(&key)?,
+        })
+    }
+}
 
 /// `path` under the base URL, accepting bases given with or without the trailing `/v1`.
 fn url(base: &str, path: &str) -> String {
@@ -34,14 +61,8 @@ impl Provider for ClaudeCustom {
     }
 
     async fn call(&self, req: ProviderRequest) -> Result<Reply, PluginError> {
-        let account: Value = serde_json::from_str(&req.account)?;
-        let base = kit::account_str(&account, "CLAUDE_BASE_URL")
-            .unwrap_or_else(|| DEFAULT_BASE_URL.into());
-        let key = kit::account_str(&account, "CLAUDE_API_KEY").ok_or_else(|| {
-            PluginError::invalid_input(format!(
-                "account {} has no CLAUDE_API_KEY",
-                req.account_uuid
-            ))
+        let up = self.accounts.get_or_try_insert(&req.account, |a| {
+            Upstream::from_account(a, &req.account_uuid)
         })?;
         let client = kit::client(kit::proxy_of(&req.options).as_deref())?;
         let timeout = match req.timeout_ms {
@@ -50,12 +71,12 @@ impl Provider for ClaudeCustom {
         };
         let builder = match req.operation {
             Operation::GENERATE => client
-                .post(url(&base, "messages"))
-                .body(req.body.to_string()),
+                .post(up.messages.clone())
+                .body(kit::body_of(req.body)),
             Operation::COUNT_TOKENS => client
-                .post(url(&base, "messages/count_tokens"))
-                .body(req.body.to_string()),
-            Operation::LIST_MODELS => client.get(url(&base, "models")),
+                .post(up.count_tokens.clone())
+                .body(kit::body_of(req.body)),
+            Operation::LIST_MODELS => client.get(up.models.clone()),
             other => {
                 return Err(PluginError::unsupported(format!(
                     "operation {} is not supported by claude-custom",
@@ -64,7 +85,7 @@ impl Provider for ClaudeCustom {
             }
         };
         let builder = builder
-            .header("x-api-key", key)
+            .header("x-api-key", up.key.clone())
             .header("anthropic-version", ANTHROPIC_VERSION)
             .header("content-type", "application/json")
             .timeout(timeout);
@@ -81,7 +102,7 @@ impl Provider for ClaudeCustom {
 aiclient_sdk::export_provider! {
     name: "claude-custom",
     description: "Anthropic-compatible Messages upstreams (base URL and API key per account)",
-    create: |_config: Value| async move { Ok(ClaudeCustom) },
+    create: |_config: Value| async move { Ok(ClaudeCustom::default()) },
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 pub mod openai_compat;
 
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use aiclient_sdk::PluginError;
@@ -23,39 +23,119 @@ const MAX_ERROR_BODY: usize = 64 << 10;
 /// A pooled HTTP client for `proxy` (`None`: direct; the environment's proxy variables are
 /// ignored, as the original does by default).
 pub fn client(proxy: Option<&str>) -> Result<reqwest::Client, PluginError> {
+    static DIRECT: OnceLock<reqwest::Client> = OnceLock::new();
     static CLIENTS: OnceLock<Mutex<HashMap<String, reqwest::Client>>> = OnceLock::new();
-    static CRYPTO: OnceLock<()> = OnceLock::new();
-    CRYPTO.get_or_init(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-    let key = proxy.unwrap_or("").to_string();
+    let proxy = proxy.filter(|p| !p.is_empty());
+    let Some(proxy) = proxy else {
+        // The common case, on every request: no lock, no allocation.
+        if let Some(c) = DIRECT.get() {
+            return Ok(c.clone());
+        }
+        let c = build_client(None)?;
+        return Ok(DIRECT.get_or_init(|| c).clone());
+    };
     let mut map = CLIENTS
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|p| p.into_inner());
-    if let Some(c) = map.get(&key) {
+    if let Some(c) = map.get(proxy) {
         return Ok(c.clone());
     }
+    let c = build_client(Some(proxy))?;
+    map.insert(proxy.to_string(), c.clone());
+    Ok(c)
+}
+
+fn build_client(proxy: Option<&str>) -> Result<reqwest::Client, PluginError> {
+    static CRYPTO: OnceLock<()> = OnceLock::new();
+    CRYPTO.get_or_init(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
     let mut b = reqwest::Client::builder()
         .no_proxy()
         .connect_timeout(Duration::from_secs(15))
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(1024)
         .tcp_nodelay(true);
-    if let Some(p) = proxy.filter(|p| !p.is_empty()) {
+    if let Some(p) = proxy {
         let proxy = reqwest::Proxy::all(p)
             .map_err(|e| PluginError::invalid_input(format!("bad proxy URL: {e}")))?;
         b = b.proxy(proxy);
     }
-    let c = b
-        .build()
-        .map_err(|e| PluginError::internal(format!("cannot build HTTP client: {e}")))?;
-    map.insert(key, c.clone());
-    Ok(c)
+    b.build()
+        .map_err(|e| PluginError::internal(format!("cannot build HTTP client: {e}")))
+}
+
+/// What a plugin derives from an account's JSON (parsed URLs, header values), kept per
+/// account so a request does not parse the account again. Keyed by the account JSON itself:
+/// an edited account is a new entry, never a stale one. Bounded: past `MAX` entries (accounts
+/// edited many times over) it starts afresh.
+pub struct AccountCache<T> {
+    map: RwLock<HashMap<Box<str>, Arc<T>>>,
+}
+
+impl<T> Default for AccountCache<T> {
+    fn default() -> Self {
+        Self {
+            map: RwLock::new(HashMap::new()),
+        }
+    }
+}
+
+impl<T> AccountCache<T> {
+    const MAX: usize = 100_000;
+
+    /// The cached value for `account`, or `make(parsed account)` stored and returned. Errors are
+    /// not cached.
+    pub fn get_or_try_insert(
+        &self,
+        account: &str,
+        make: impl FnOnce(&Value) -> Result<T, PluginError>,
+    ) -> Result<Arc<T>, PluginError> {
+        if let Some(v) = self
+            .map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(account)
+        {
+            return Ok(v.clone());
+        }
+        let parsed: Value = serde_json::from_str(account)?;
+        let v = Arc::new(make(&parsed)?);
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= Self::MAX {
+            map.clear();
+        }
+        map.insert(account.into(), v.clone());
+        Ok(v)
+    }
+}
+
+/// A header value holding a secret (marked sensitive, so it is never printed in debug output).
+pub fn secret_header(value: &str) -> Result<reqwest::header::HeaderValue, PluginError> {
+    let mut v = reqwest::header::HeaderValue::from_str(value).map_err(|_| {
+        PluginError::invalid_input("a credential contains characters a header cannot carry")
+    })?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+/// A request body handed over by the host, sent without copying it.
+pub fn body_of(body: abi_stable::std_types::RString) -> reqwest::Body {
+    reqwest::Body::from(bytes::Bytes::from_owner(body))
+}
+
+/// A URL from the account's configuration, checked once.
+pub fn parse_url(url: &str) -> Result<reqwest::Url, PluginError> {
+    reqwest::Url::parse(url)
+        .map_err(|e| PluginError::invalid_input(format!("invalid upstream URL {url:?}: {e}")))
 }
 
 /// The request's `options.proxy`, if any.
 pub fn proxy_of(options: &str) -> Option<String> {
+    if options.len() <= 2 {
+        return None; // "" or "{}": what the host sends when no proxy applies
+    }
     serde_json::from_str::<Value>(options)
         .ok()?
         .get("proxy")?
@@ -151,9 +231,18 @@ pub async fn send(req: reqwest::RequestBuilder, stream: bool) -> Result<Reply, P
     if stream {
         Ok(Reply::stream(sse_events(resp)))
     } else {
-        let body = resp.text().await.map_err(transport_error)?;
-        Ok(Reply::ok(body))
+        Ok(Reply::ok(body_text(resp).await?))
     }
+}
+
+/// The whole body as text. JSON APIs answer in UTF-8: no charset sniffing (what
+/// `Response::text` does on every call); anything else is decoded lossily.
+pub async fn body_text(resp: reqwest::Response) -> Result<String, PluginError> {
+    let bytes = resp.bytes().await.map_err(transport_error)?;
+    Ok(match std::str::from_utf8(&bytes) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(&bytes).into_owned(),
+    })
 }
 
 async fn read_capped(resp: reqwest::Response, cap: usize) -> String {

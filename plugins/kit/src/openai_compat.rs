@@ -86,7 +86,7 @@ fn malformed(data: &str) -> PluginError {
 
 /// The reply for a 2xx unary answer.
 pub async fn unary(resp: reqwest::Response, refusal: Refusal) -> Result<Reply, PluginError> {
-    let body = resp.text().await.map_err(kit::transport_error)?;
+    let body = kit::body_text(resp).await?;
     let v: Value = serde_json::from_str(&body).map_err(|e| {
         PluginError::unavailable(format!(
             "upstream answered with invalid JSON ({e}): {}",
