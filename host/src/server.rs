@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
+use aiclient_sdk::ErrorCode;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -36,12 +37,14 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::api::router(state.gateway))
 }
 
-/// How long `GET /health` waits for the backend's status before answering 503.
+/// How long `GET /health` waits for the backend's status before answering "degraded".
 const HEALTH_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// `GET /health`: 200 while the gateway can serve; 503 when its storage backend cannot answer
-/// (within [`HEALTH_WAIT`], so a paused or hung storage never hangs the probe). Either way the
-/// body says which backend and what it reports (never a password).
+/// `GET /health`: 200 while the gateway can serve: `"status": "ok"`, or `"degraded"` when its
+/// storage backend is unreachable or gives no status within [`HEALTH_WAIT`] (a paused or hung
+/// storage never hangs the probe; requests are served from memory meanwhile); 503 when the
+/// backend is broken (it panics or fails internally). The body says which backend and what it
+/// reports (never a password).
 async fn health(State(s): State<AppState>) -> impl IntoResponse {
     let now = aiclient_sdk::account::now_ms();
     let uptime = s.started.elapsed().as_secs();
@@ -64,6 +67,20 @@ async fn health(State(s): State<AppState>) -> impl IntoResponse {
                 "storage": status,
             })),
         ),
+        // Requests are served from memory while storage is away or stalled (writes wait in
+        // the journal): the instance is degraded, not down. A 503 here would make every load
+        // balancer drop every instance sharing the stalled Redis at once.
+        Err(e) if matches!(e.code, ErrorCode::UNAVAILABLE | ErrorCode::TIMEOUT) => (
+            StatusCode::OK,
+            Json(json!({
+                "status": "degraded",
+                "timestamp": now,
+                "uptimeSeconds": uptime,
+                "instanceId": &*gw.instance_id,
+                "storage": { "backend": gw.storage.name(), "error": e.to_string() },
+            })),
+        ),
+        // The backend itself is broken (a panic, an internal error): that needs an operator.
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({

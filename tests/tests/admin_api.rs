@@ -167,6 +167,7 @@ const PROTECTED: &[(&str, &str)] = &[
     ("GET", "/api/events"),
     ("GET", "/api/storage/status"),
     ("GET", "/api/redis/status"),
+    ("POST", "/api/redis/reseed"),
     ("GET", "/api/system"),
 ];
 

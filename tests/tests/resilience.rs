@@ -677,6 +677,11 @@ fn client_pause_for_5s_under_load_fails_no_request_and_keeps_p99_below_the_comma
         status_latencies.push(t.elapsed());
         saw_stale |= st["connected"] == false;
         assert!(!st.to_string().contains("redis://127"), "no raw URL: {st}");
+        if status_latencies.len() == 2 {
+            // A load balancer's probe: the instance still serves, so it must stay in rotation.
+            let (hs, hb) = gw.get("/health");
+            assert_eq!(hs, 200, "/health during the pause: {hb}");
+        }
         std::thread::sleep(Duration::from_millis(300));
     }
     let resumed = paused + Duration::from_secs(5);

@@ -246,8 +246,17 @@ impl Gateway {
     }
 
     pub async fn reload_settings(&self) -> Result<(), PluginError> {
-        self.settings
-            .store(Arc::new(load_settings(&self.storage).await?));
+        let json = self.storage.get_config().await?;
+        if json.is_none() && self.settings.load().loaded {
+            // The config cannot be deleted through any API: a missing one means the data went
+            // away underneath (FLUSHDB, a Redis restarted without persistence). Keep serving
+            // with what we have; the data-loss guard writes it back.
+            tracing::warn!(
+                "the stored service config is gone; keeping the current settings until it is restored"
+            );
+            return Ok(());
+        }
+        self.settings.store(Arc::new(settings_from(json)));
         Ok(())
     }
 
@@ -645,7 +654,11 @@ impl Gateway {
 }
 
 async fn load_settings(storage: &Storage) -> Result<Settings, PluginError> {
-    let json = storage.get_config().await?;
+    Ok(settings_from(storage.get_config().await?))
+}
+
+fn settings_from(json: Option<String>) -> Settings {
+    let loaded = json.is_some();
     let v = match json {
         Some(s) => serde_json::from_str(&s).unwrap_or_else(|e| {
             tracing::error!(error = %e, "the stored service config is not JSON; using defaults");
@@ -653,7 +666,10 @@ async fn load_settings(storage: &Storage) -> Result<Settings, PluginError> {
         }),
         None => Value::Object(Default::default()),
     };
-    Ok(Settings::from_json(&v))
+    Settings {
+        loaded,
+        ..Settings::from_json(&v)
+    }
 }
 
 /// The readable part of an upstream error body.

@@ -22,6 +22,8 @@ pub struct Settings {
     /// SHA-256 of `api_key`, computed once per config change: a request's key check hashes
     /// only the presented key.
     pub api_key_digest: Option<[u8; 32]>,
+    /// Whether these settings came from a stored config (not defaults for a missing one).
+    pub loaded: bool,
     /// `MODEL_PROVIDER` (string, CSV or array): the default provider types, first preferred.
     pub model_providers: Vec<String>,
     /// `MAX_ERROR_COUNT`: errors (each within `error_window_ms` of the previous) before an
@@ -129,6 +131,7 @@ impl Settings {
             .map(String::from);
         Self {
             api_key_digest: api_key.as_deref().map(key_digest),
+            loaded: false,
             api_key,
             model_providers,
             max_error_count: int(v, "MAX_ERROR_COUNT", 10).max(0),
