@@ -112,6 +112,13 @@ pub async fn run(
     };
     // Login throttling needs each client's address.
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    // Streams go out as many small writes: without TCP_NODELAY, Nagle holds each one back until
+    // the client acknowledges the previous (up to its 40 ms delayed-ACK timer per event).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY on a client connection");
+        }
+    });
     let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown);
     let deadline = async move {
         if began_rx.await.is_ok() {
