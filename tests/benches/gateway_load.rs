@@ -27,6 +27,8 @@
 //!   `AICLIENT_BENCH_MODES=unary,stream`, `AICLIENT_BENCH_C=10,100,500`: subsets;
 //! - `AICLIENT_BENCH_SETTLE_MS=N`: wait N ms after the last request before SIGTERM (a
 //!   diagnostic: lets the gateway's periodic counter flush finish before shutdown);
+//! - `AICLIENT_BENCH_WRAP="valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p"`: run the
+//!   gateway under a tool (instruction counts are repeatable where times are not);
 //! - `AICLIENT_BENCH_PERF=1`: record a `perf` profile (DWARF call graphs) of the gateway during
 //!   each measured gateway run, into `target/gateway-load-logs/perf-*.data` (the profiler's
 //!   overhead inflates that run's CPU column).
@@ -615,7 +617,18 @@ impl Store {
 }
 
 fn start_gateway(a: &Artifacts, store: &Store, work: &Path, log: &Path) -> (Proc, SocketAddr) {
-    let mut cmd = Command::new(a.bin("aiclient"));
+    // `AICLIENT_BENCH_WRAP="valgrind --tool=callgrind …"`: run the gateway under a tool.
+    let wrap: Vec<String> = std::env::var("AICLIENT_BENCH_WRAP")
+        .map(|w| w.split_whitespace().map(String::from).collect())
+        .unwrap_or_default();
+    let mut cmd = match wrap.split_first() {
+        Some((tool, args)) => {
+            let mut c = Command::new(tool);
+            c.args(args).arg(a.bin("aiclient"));
+            c
+        }
+        None => Command::new(a.bin("aiclient")),
+    };
     cmd.args(["serve", "--host", "127.0.0.1", "--port", "0"])
         .args(store.gateway_args())
         .arg("--provider")
