@@ -110,7 +110,8 @@ use tokio::sync::Notify;
 
 use crate::layout::{Layout, credential_field, new_field, new_token_rel};
 use crate::store::{
-    Body, Entry, Job, Paths, Slot, Store, Top, doc, render_pools, session_expiry, session_tokens,
+    Body, Entry, Job, Paths, RenderCache, Slot, Store, Top, doc, render_pools_text, session_expiry,
+    session_tokens,
 };
 
 /// Default writer interval: counters reach the disk within about a second, as in the original.
@@ -134,7 +135,8 @@ struct Shared {
     paths: Paths,
     store: Mutex<Store>,
     /// Held for a whole write pass: passes never overlap, so each file's writes are ordered.
-    io: Mutex<()>,
+    /// Holds the pools file's per-account render cache, which only the writer uses.
+    io: Mutex<RenderCache>,
     wake: Arc<Notify>,
     stats: Mutex<Stats>,
     passes: AtomicU64,
@@ -157,7 +159,7 @@ impl Shared {
     /// One write pass: takes what is dirty and writes it (blocking I/O; runs on a blocking
     /// thread). Failed files are marked dirty again; the error is returned and recorded.
     fn write_pass(&self) -> Result<(), String> {
-        let _io = relock(&self.io);
+        let mut io = relock(&self.io);
         let jobs = self.lock().take_jobs(&self.paths, now_ms());
         if jobs.is_empty() {
             return Ok(());
@@ -167,7 +169,7 @@ impl Shared {
         for Job { target, path, body } in jobs {
             let name = self.layout.name(&path);
             let deleting = matches!(body, Body::Delete);
-            match self.run(&path, body) {
+            match self.run(&path, body, &mut io) {
                 Ok(()) => {
                     let mut s = relock(&self.stats);
                     if deleting {
@@ -204,13 +206,13 @@ impl Shared {
         }
     }
 
-    fn run(&self, path: &Path, body: Body) -> Result<(), String> {
+    fn run(&self, path: &Path, body: Body, cache: &mut RenderCache) -> Result<(), String> {
         let bytes = match body {
             Body::Delete => {
                 return files::remove_file(path, &self.layout.dir).map_err(|e| e.to_string());
             }
             Body::Json(v) => files::pretty(&v),
-            Body::Pools(snap) => files::pretty(&render_pools(snap)?),
+            Body::Pools(snap) => render_pools_text(snap, cache)?,
             Body::Text(t) => t.into_bytes(),
             // Stored tokens were checked to be JSON objects when set.
             Body::Token(t) => match serde_json::from_str::<Value>(&t) {
@@ -308,7 +310,7 @@ impl FileBackend {
             },
             layout,
             store: Mutex::new(store),
-            io: Mutex::new(()),
+            io: Mutex::new(RenderCache::new()),
             wake: wake.clone(),
             stats: Mutex::new(Stats::default()),
             passes: AtomicU64::new(0),

@@ -459,7 +459,9 @@ impl Store {
 }
 
 /// The pools snapshot as the file's JSON: each account merged back into one flat object, in
-/// its original key order where it had one.
+/// its original key order where it had one. The reference [`render_pools_text`] is checked
+/// against.
+#[cfg(test)]
 pub(crate) fn render_pools(snap: Vec<(String, SnapTop)>) -> Result<Value, String> {
     let mut top = Map::new();
     for (t, st) in snap {
@@ -488,15 +490,112 @@ pub(crate) fn render_pools(snap: Vec<(String, SnapTop)>) -> Result<Value, String
     Ok(Value::Object(top))
 }
 
-/// `obj` with the keys listed in `order` first, in that order, then the rest as they were.
-fn reorder(mut obj: Map<String, Value>, order: &[String]) -> Map<String, Value> {
-    let mut out = Map::new();
-    for k in order {
-        if let Some(v) = obj.shift_remove(k) {
-            out.insert(k.clone(), v);
+/// The rendered text of one account as it stands in the pools file, with the content it was
+/// rendered from: the next write pass reuses the text while config, state and key order are
+/// unchanged. With large pools and moderate traffic most accounts are unchanged between passes,
+/// and rendering (parse the config, merge the state, format) is most of a pass's cost.
+pub(crate) struct Rendered {
+    config: String,
+    state: AccountState,
+    order: Option<Arc<[String]>>,
+    /// Pretty JSON at the depth of a pool element (continuation lines indented 4 spaces).
+    text: Arc<str>,
+}
+
+/// Rendered accounts by (provider type, uuid).
+pub(crate) type RenderCache = HashMap<(String, String), Rendered>;
+
+/// Pretty JSON of `v` as it appears nested `depth` levels deep (two spaces per level), the
+/// first line unindented: byte-identical to that part of `serde_json::to_vec_pretty` of the
+/// whole document (a JSON string never holds a raw newline, so every newline is a line break).
+fn nested_pretty(v: &Value, depth: usize) -> String {
+    let text = serde_json::to_string_pretty(v).unwrap_or_default();
+    if depth == 0 || !text.contains('\n') {
+        return text;
+    }
+    text.replace('\n', &format!("\n{}", "  ".repeat(depth)))
+}
+
+/// The pools file's bytes: exactly `files::pretty(&render_pools(snap))`, with each account's
+/// text taken from `cache` when its config, state and key order are unchanged. The cache is left
+/// holding exactly the accounts of `snap`.
+pub(crate) fn render_pools_text(
+    snap: Vec<(String, SnapTop)>,
+    cache: &mut RenderCache,
+) -> Result<Vec<u8>, String> {
+    let mut next: RenderCache = HashMap::with_capacity(cache.len());
+    let mut out = String::new();
+    if snap.is_empty() {
+        return Ok(b"{}".to_vec());
+    }
+    out.push('{');
+    for (i, (t, st)) in snap.into_iter().enumerate() {
+        out.push_str(if i == 0 { "\n  " } else { ",\n  " });
+        out.push_str(&serde_json::to_string(&t).map_err(|e| e.to_string())?);
+        out.push_str(": ");
+        match st {
+            SnapTop::Other(v) => out.push_str(&nested_pretty(&v, 1)),
+            SnapTop::Pool(entries) if entries.is_empty() => out.push_str("[]"),
+            SnapTop::Pool(entries) => {
+                out.push('[');
+                for (j, e) in entries.into_iter().enumerate() {
+                    out.push_str(if j == 0 { "\n    " } else { ",\n    " });
+                    match e {
+                        SnapEntry::Opaque(v) => out.push_str(&nested_pretty(&v, 2)),
+                        SnapEntry::Account(a, order) => {
+                            let a = *a;
+                            let key = (t.clone(), a.uuid.to_string());
+                            let hit = cache.remove(&key).filter(|r| {
+                                r.config == a.config.as_str()
+                                    && r.state == a.state
+                                    && r.order == order
+                            });
+                            let r = match hit {
+                                Some(r) => r,
+                                None => {
+                                    let obj = merge_account(&a)
+                                        .map_err(|e| format!("account {} of {t}: {e}", a.uuid))?;
+                                    let obj = match &order {
+                                        Some(o) => reorder(obj, o),
+                                        None => obj,
+                                    };
+                                    Rendered {
+                                        text: nested_pretty(&Value::Object(obj), 2).into(),
+                                        config: a.config.to_string(),
+                                        state: a.state,
+                                        order,
+                                    }
+                                }
+                            };
+                            out.push_str(&r.text);
+                            next.insert(key, r);
+                        }
+                    }
+                }
+                out.push_str("\n  ]");
+            }
         }
     }
-    out.extend(obj);
+    out.push_str("\n}");
+    *cache = next;
+    Ok(out.into_bytes())
+}
+
+/// `obj` with the keys listed in `order` first, in that order, then the rest as they were.
+fn reorder(obj: Map<String, Value>, order: &[String]) -> Map<String, Value> {
+    // Entries in their current order, taken out as `order` names them (no shifting removals).
+    let mut entries: Vec<Option<(String, Value)>> = obj.into_iter().map(Some).collect();
+    let mut out = Map::with_capacity(entries.len());
+    for k in order {
+        if let Some(slot) = entries
+            .iter_mut()
+            .find(|e| e.as_ref().is_some_and(|(key, _)| key == k))
+            && let Some((key, v)) = slot.take()
+        {
+            out.insert(key, v);
+        }
+    }
+    out.extend(entries.into_iter().flatten());
     out
 }
 
@@ -554,5 +653,92 @@ mod tests {
             ]
         );
         assert_eq!(out["t"][0], src);
+    }
+
+    fn snapshot(accounts: &[(&str, Value)], extra: bool) -> Vec<(String, SnapTop)> {
+        let mut pools: Vec<(String, SnapTop)> = Vec::new();
+        for (t, v) in accounts {
+            let obj = v.as_object().cloned().unwrap_or_default();
+            let order: Arc<[String]> = obj.keys().cloned().collect();
+            let acct = split_account(t, obj).expect("split");
+            let entry = SnapEntry::Account(Box::new(acct), Some(order));
+            match pools.iter_mut().find(|(name, _)| name == t) {
+                Some((_, SnapTop::Pool(entries))) => entries.push(entry),
+                _ => pools.push((t.to_string(), SnapTop::Pool(vec![entry]))),
+            }
+        }
+        if extra {
+            pools.push(("empty-pool".into(), SnapTop::Pool(Vec::new())));
+            pools.push((
+                "note \"quoted\" ✓".into(),
+                SnapTop::Other(json!({"a": [1, {"b": {}}, []], "s": "line\nbreak ✓"})),
+            ));
+            if let Some((_, SnapTop::Pool(entries))) = pools.first_mut() {
+                entries.push(SnapEntry::Opaque(
+                    json!({"no": "uuid", "nested": {"x": [1, 2]}}),
+                ));
+                entries.push(SnapEntry::Opaque(json!("just a string")));
+            }
+        }
+        pools
+    }
+
+    #[test]
+    fn the_text_renderer_writes_exactly_what_the_value_renderer_would() {
+        let accounts = [
+            (
+                "openai-custom",
+                json!({"uuid": "a", "OPENAI_API_KEY": "k", "usageCount": 3, "isHealthy": true, "lastUsed": "2026-01-01T00:00:00.000Z", "deep": {"list": [1, {"y": null}], "empty": {}}}),
+            ),
+            (
+                "openai-custom",
+                json!({"customName": "b ✓ \"q\"", "uuid": "b", "errorCount": 0, "lastErrorMessage": "multi\nline"}),
+            ),
+            (
+                "gemini-cli-oauth",
+                json!({"uuid": "c", "GEMINI_OAUTH_CREDS_FILE_PATH": "./configs/gemini/c.json", "notSupportedModels": []}),
+            ),
+        ];
+        for extra in [false, true] {
+            let want =
+                crate::files::pretty(&render_pools(snapshot(&accounts, extra)).expect("render"));
+            let mut cache = RenderCache::new();
+            let got = render_pools_text(snapshot(&accounts, extra), &mut cache).expect("text");
+            assert_eq!(
+                String::from_utf8_lossy(&got),
+                String::from_utf8_lossy(&want)
+            );
+            assert_eq!(cache.len(), 3, "every account is cached");
+            // A second pass from the cache is byte-identical too.
+            let again = render_pools_text(snapshot(&accounts, extra), &mut cache).expect("text");
+            assert_eq!(again, want);
+        }
+        assert_eq!(
+            render_pools_text(Vec::new(), &mut RenderCache::new()).expect("empty"),
+            b"{}"
+        );
+    }
+
+    #[test]
+    fn a_changed_account_is_rendered_again_and_a_removed_one_leaves_the_cache() {
+        let mut accounts = vec![
+            ("t", json!({"uuid": "a", "usageCount": 1})),
+            ("t", json!({"uuid": "b", "usageCount": 1})),
+        ];
+        let mut cache = RenderCache::new();
+        render_pools_text(snapshot(&accounts, false), &mut cache).expect("text");
+        let before = cache[&("t".to_string(), "b".to_string())].text.clone();
+        accounts[0].1["usageCount"] = json!(2);
+        let out = render_pools_text(snapshot(&accounts, false), &mut cache).expect("text");
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.contains("\"usageCount\": 2"), "{text}");
+        let after = cache[&("t".to_string(), "b".to_string())].text.clone();
+        assert!(
+            Arc::ptr_eq(&before, &after),
+            "the unchanged account's text was reused"
+        );
+        accounts.pop();
+        render_pools_text(snapshot(&accounts, false), &mut cache).expect("text");
+        assert_eq!(cache.len(), 1);
     }
 }
