@@ -56,42 +56,33 @@ async fn health(State(s): State<AppState>) -> impl IntoResponse {
             HEALTH_WAIT.as_millis()
         ))),
     };
-    match status {
-        Ok(status) => (
-            StatusCode::OK,
-            Json(json!({
-                "status": "ok",
-                "timestamp": now,
-                "uptimeSeconds": uptime,
-                "instanceId": &*gw.instance_id,
-                "storage": status,
-            })),
-        ),
+    let (code, label, storage) = match status {
+        Ok(status) => (StatusCode::OK, "ok", status),
         // Requests are served from memory while storage is away or stalled (writes wait in
         // the journal): the instance is degraded, not down. A 503 here would make every load
         // balancer drop every instance sharing the stalled Redis at once.
         Err(e) if matches!(e.code, ErrorCode::UNAVAILABLE | ErrorCode::TIMEOUT) => (
             StatusCode::OK,
-            Json(json!({
-                "status": "degraded",
-                "timestamp": now,
-                "uptimeSeconds": uptime,
-                "instanceId": &*gw.instance_id,
-                "storage": { "backend": gw.storage.name(), "error": e.to_string() },
-            })),
+            "degraded",
+            json!({ "backend": gw.storage.name(), "error": e.to_string() }),
         ),
         // The backend itself is broken (a panic, an internal error): that needs an operator.
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({
-                "status": "unavailable",
-                "timestamp": now,
-                "uptimeSeconds": uptime,
-                "instanceId": &*gw.instance_id,
-                "storage": { "backend": gw.storage.name(), "error": e.to_string() },
-            })),
+            "unavailable",
+            json!({ "backend": gw.storage.name(), "error": e.to_string() }),
         ),
-    }
+    };
+    (
+        code,
+        Json(json!({
+            "status": label,
+            "timestamp": now,
+            "uptimeSeconds": uptime,
+            "instanceId": &*gw.instance_id,
+            "storage": storage,
+        })),
+    )
 }
 
 /// Serves until `shutdown` completes; then stops accepting, lets in-flight requests (streams

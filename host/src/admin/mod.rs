@@ -805,29 +805,25 @@ async fn backend_status(s: &AdminState) -> Value {
         }
         v
     };
-    let mut st = match tokio::time::timeout(STATUS_WAIT, s.gw.storage.status()).await {
+    let (mut st, failure) = match tokio::time::timeout(STATUS_WAIT, s.gw.storage.status()).await {
         Ok(Ok(v)) => {
             *s.last_status.lock().unwrap_or_else(|p| p.into_inner()) = Some(v.clone());
-            v
+            (v, None)
         }
-        Ok(Err(e)) => {
-            let mut v = remembered();
-            v["connected"] = json!(false);
-            v["stale"] = json!(true);
-            v["lastError"] = json!(e.to_string());
-            v
-        }
-        Err(_) => {
-            let mut v = remembered();
-            v["connected"] = json!(false);
-            v["stale"] = json!(true);
-            v["lastError"] = json!(format!(
+        Ok(Err(e)) => (remembered(), Some(e.to_string())),
+        Err(_) => (
+            remembered(),
+            Some(format!(
                 "the backend gave no status within {} ms",
                 STATUS_WAIT.as_millis()
-            ));
-            v
-        }
+            )),
+        ),
     };
+    if let Some(e) = failure {
+        st["connected"] = json!(false);
+        st["stale"] = json!(true);
+        st["lastError"] = json!(e);
+    }
     mask_secrets(&mut st);
     st
 }
